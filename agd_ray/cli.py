@@ -1,0 +1,88 @@
+"""The ``agd-ray`` command.
+
+    agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR]
+
+Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
+before any Ray work starts; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+# Ray packs the working dir and builds a fresh venv per worker when the driver is
+# started by `uv run`; workers here already share the driver's environment, and
+# clusters get theirs from the job's runtime env. Must be set before Ray is imported.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from agd_ray.config import ConfigError, load_config
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML (see experiments/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by its dotted path, value parsed as YAML "
+        "(e.g. --set model.width=512); repeatable",
+    )
+    p.add_argument("--out", default="results", help="output folder (default: results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agd-ray",
+        description="Scaling studies of Automatic Gradient Descent on Ray.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run one training on Ray Train")
+    _add_config_args(train)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from agd_ray.train.trainer import run_train  # imports Ray: only after validation
+
+    outcome = run_train(cfg, args.out)
+    out = f"{args.out}/{cfg.name}"
+    if outcome.status == "failed":
+        print(f"training failed: {outcome.error}", file=sys.stderr)
+        print(f"partial results in {out}/", file=sys.stderr)
+        return 1
+    last = outcome.history[-1]
+    print(
+        f"{outcome.status}: test_acc {last['test_acc']:.4f}  test_loss {last['test_loss']:.4f}"
+        f"  ({last['step']} steps, {last['wall_s']:.1f}s)  -> {out}/trials.parquet, "
+        f"{out}/epochs.parquet"
+    )
+    return 0 if outcome.status == "completed" else 1
+
+
+COMMANDS = {"train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

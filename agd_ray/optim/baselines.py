@@ -1,0 +1,38 @@
+"""Build an optimizer from its config: AGD, or one of torch's own baseline classes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from agd_ray.optim.agd import AGD
+
+if TYPE_CHECKING:
+    from agd_ray.config import OptimizerConfig
+
+OPTIMIZERS = ("agd", "sgd", "adam", "adamw", "amsgrad")
+
+
+def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """AGD with ``cfg.gain``, or a torch baseline with the config's hyperparameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "agd":
+        return AGD(params, gain=cfg.gain)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    adam_kwargs = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, weight_decay=cfg.weight_decay, **adam_kwargs)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, weight_decay=cfg.weight_decay, **adam_kwargs)
+    if cfg.name == "amsgrad":
+        return torch.optim.Adam(params, weight_decay=cfg.weight_decay, amsgrad=True, **adam_kwargs)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")

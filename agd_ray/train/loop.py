@@ -1,0 +1,253 @@
+"""The per-worker training loop that Ray Train's ``TorchTrainer`` runs on every worker.
+
+    TorchTrainer(train_loop_per_worker, train_loop_config=cfg.model_dump(mode="json"), ...)
+
+Per epoch: one pass over this worker's slices of the global batches, an evaluation
+of the test split (each worker a shard; sums all-reduced), and one
+``ray.train.report`` carrying a checkpoint (model, optimizer, epoch, step, RNG
+state and the history so far). A restarted run resumes from
+``ray.train.get_checkpoint()``. Rank 0 returns the history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from agd_ray.config import ExperimentConfig, validate_config
+from agd_ray.data import load_data
+from agd_ray.models import build_model, count_params
+from agd_ray.optim import AGD, build_optimizer, orthogonal_init_
+from agd_ray.train.batches import GlobalBatchSampler, eval_batches, train_batches
+
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides the model and optimizer."""
+
+    epoch: int = 0  # the next epoch to run
+    step: int = 0
+    samples: int = 0
+    wall_s: float = 0.0
+    status: str = "running"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _quiet_train_reports() -> None:
+    """Ray Train logs every report at INFO under a logger named by its file path,
+    which ``LoggingConfig`` does not reach; one line per epoch is ours to print."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def loss_fn(kind: str, num_classes: int):
+    """Square loss against one-hot targets scaled by sqrt(num_classes), or cross-entropy."""
+    if kind == "xent":
+        return F.cross_entropy
+    target_scale = math.sqrt(num_classes)
+
+    def square_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out, F.one_hot(y, num_classes).to(out.dtype) * target_scale)
+
+    return square_loss
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point; ``config`` is an ExperimentConfig dumped to a dict."""
+    cfg = validate_config(config)
+    _quiet_train_reports()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    seed_everything(cfg.train.seed)
+    splits = load_data(cfg.data)
+    model = build_model(cfg.model, splits.spec)
+    if cfg.optimizer.name == "agd":
+        orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
+    params = count_params(model)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    criterion = loss_fn(cfg.train.loss, splits.spec.num_classes)
+
+    state = TrainState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = load_checkpoint(os.path.join(d, CHECKPOINT_FILE), model, optimizer)
+
+    sampler = GlobalBatchSampler(
+        len(splits.train), cfg.train.batch_size, rank, world, seed=cfg.train.seed
+    )
+    for epoch in range(state.epoch, cfg.train.epochs):
+        start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        row, steps, samples = train_epoch(
+            cfg, model, optimizer, criterion, splits.train, sampler, device
+        )
+        train_s = time.perf_counter() - start
+        row.update(evaluate(cfg, model, criterion, splits.test, rank, world, device))
+        state.step += steps
+        state.samples += samples
+        state.wall_s += time.perf_counter() - start
+        row = {
+            "epoch": epoch,
+            "step": state.step,
+            "samples": state.samples,
+            **row,
+            "wall_s": state.wall_s,
+            "samples_per_s": samples / train_s,
+        }
+        state.history.append(row)
+        state.epoch = epoch + 1
+        finite = all(math.isfinite(row[k]) for k in ("train_loss", "test_loss"))
+        done = not finite or state.epoch == cfg.train.epochs
+        state.status = ("diverged" if not finite else "completed") if done else "running"
+        report(row, state, params, model, optimizer, rank)
+        if not finite:
+            break
+    return (
+        {"history": state.history, "status": state.status, "params": params} if rank == 0 else None
+    )
+
+
+def train_epoch(
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion,
+    dataset,
+    sampler: GlobalBatchSampler,
+    device: torch.device,
+) -> tuple[dict[str, Any], int, int]:
+    """One pass -> (metrics, steps, samples). Metrics accumulate on the device and are
+    read once at the end (no host sync per step)."""
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    etas: list[torch.Tensor] = []
+    steps = 0
+    for x, y in train_batches(dataset, sampler, cfg.data.loader_workers):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = model(x)
+        loss = criterion(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        loss_sum += loss.detach() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+        count += len(y)
+        if isinstance(optimizer, AGD):
+            etas.append(optimizer.eta)
+    totals = all_reduce_sum(torch.stack([loss_sum, correct, count])).tolist()
+    row: dict[str, Any] = {
+        "train_loss": totals[0] / totals[2],
+        "train_acc": totals[1] / totals[2],
+    }
+    if etas:
+        eta = torch.stack(etas).float()
+        row.update(eta_mean=eta.mean().item(), eta_min=eta.min().item(), eta_max=eta.max().item())
+    else:
+        row.update(eta_mean=None, eta_min=None, eta_max=None)
+    return row, steps, int(totals[2])
+
+
+@torch.no_grad()
+def evaluate(
+    cfg: ExperimentConfig,
+    model: nn.Module,
+    criterion,
+    dataset,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Test loss and accuracy over the whole test split (each worker one shard)."""
+    net = unwrap(model)  # no DDP forward: shards may differ in size
+    net.eval()
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    batches = eval_batches(dataset, rank, world, cfg.train.eval_batch_size, cfg.data.loader_workers)
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        out = net(x)
+        sums[0] += criterion(out, y) * len(y)
+        sums[1] += (out.argmax(1) == y).sum()
+        sums[2] += len(y)
+    loss, correct, n = all_reduce_sum(sums).tolist()
+    return {"test_loss": loss / n, "test_acc": correct / n}
+
+
+def report(row, state: TrainState, params: int, model, optimizer, rank: int) -> None:
+    """One ``ray.train.report`` per epoch on every rank; rank 0 attaches the checkpoint."""
+    metrics = {**row, "status": state.status, "params": params}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(os.path.join(d, CHECKPOINT_FILE), state, model, optimizer)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def save_checkpoint(path: str, state: TrainState, model, optimizer) -> None:
+    torch.save(
+        {
+            "model": unwrap(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": asdict(state),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: str, model, optimizer) -> TrainState:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    unwrap(model).load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return TrainState(**ckpt["state"])

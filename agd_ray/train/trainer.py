@@ -1,0 +1,187 @@
+"""Run one training through Ray Train's TorchTrainer and write its result files.
+
+    agd-ray train experiments/quickstart.yaml --set train.epochs=20
+
+The driver validates the config and prepares the data before any Ray work starts,
+starts (or joins, via RAY_ADDRESS or a running ``ray start``) Ray, runs the
+TorchTrainer and prints one line per epoch as the workers report.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Empty, Queue
+
+from agd_ray.config import ExperimentConfig
+from agd_ray.data import prepare_data
+from agd_ray.sweep.results import (
+    epoch_rows,
+    epochs_table,
+    trial_row,
+    trials_table,
+    write_atomic,
+)
+from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+
+# Architecture keys that always get a column in trials.parquet (a sweep adds its own).
+ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.batch_size")
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    status: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    params: int | None = None
+    error: str | None = None
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join the cluster named by RAY_ADDRESS (or a running local one), else start Ray."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray.init(num_cpus=num_cpus, log_to_driver=True, configure_logging=False)
+
+
+def make_trainer(
+    cfg: ExperimentConfig,
+    run_name: str,
+    storage_path: str,
+    callbacks: list[UserCallback] | None = None,
+    num_workers: int | None = None,
+) -> TorchTrainer:
+    """A TorchTrainer for ``cfg``; ``num_workers=0`` runs the loop in-process."""
+    # The controller collects one report per poll and polls every 2 s by default,
+    # which would throttle short epochs; Train propagates this variable to it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    s = cfg.scaling
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers if num_workers is None else num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=s.max_failures),
+            callbacks=callbacks,
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+class EpochQueueCallback(UserCallback):
+    """Runs on the Train controller: forwards each epoch's rank-0 metrics to a queue
+    that the driver reads (so progress lines print on the driver, unprefixed)."""
+
+    def __init__(self, queue: Queue):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics, checkpoint):
+        self.queue.put(metrics[0])
+
+
+def format_epoch(m: dict[str, Any], epochs: int) -> str:
+    eta = f"  eta {m['eta_mean']:.4f}" if m.get("eta_mean") is not None else ""
+    return (
+        f"epoch {m['epoch'] + 1:>3}/{epochs}  train_loss {m['train_loss']:.4f}"
+        f"  train_acc {m['train_acc']:.3f}  test_loss {m['test_loss']:.4f}"
+        f"  test_acc {m['test_acc']:.3f}{eta}  {m['samples_per_s']:,.0f} samples/s"
+        f"  {m['wall_s']:.1f}s"
+    )
+
+
+def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcome:
+    """Train ``cfg`` once on Ray Train; write OUT/<name>/{trials,epochs}.parquet."""
+    spec = prepare_data(cfg.data)  # refuses a missing data.root before Ray starts
+    out_dir = Path(out).resolve() / cfg.name
+    storage = cfg.scaling.storage_path or str(out_dir / "ray")
+    run_name = f"{cfg.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
+    echo(
+        f"training {cfg.model.arch} depth {cfg.model.depth} width {cfg.model.width} on "
+        f"{spec.name} with {cfg.optimizer.name}: {cfg.train.epochs} epochs, batch "
+        f"{cfg.train.batch_size}, {cfg.scaling.num_workers} worker(s)"
+    )
+    ensure_ray()
+    queue = Queue()
+    stop = threading.Event()
+
+    def show_progress():
+        while not stop.is_set() or not queue.empty():
+            try:
+                echo(format_epoch(queue.get(timeout=0.5), cfg.train.epochs))
+            except Empty:
+                continue
+
+    printer = threading.Thread(target=show_progress, daemon=True)
+    printer.start()
+    trainer = make_trainer(cfg, run_name, storage, callbacks=[EpochQueueCallback(queue)])
+    outcome = TrialOutcome(trial_id=cfg.name, status="failed")
+    try:
+        result = trainer.fit()
+        outcome = outcome_from_result(cfg.name, result)
+    except Exception as err:  # a failed run still writes what it reported
+        outcome.error = f"{type(err).__name__}: {err}"
+    finally:
+        stop.set()
+        printer.join(timeout=5)
+    write_results([(cfg, outcome)], out_dir)
+    return outcome
+
+
+def outcome_from_result(trial_id: str, result) -> TrialOutcome:
+    """History from rank 0's return value, or from the last checkpoint if it failed."""
+    value = result.return_value
+    if value is not None and result.error is None:
+        return TrialOutcome(trial_id, value["status"], value["history"], value["params"])
+    outcome = TrialOutcome(trial_id, "failed", error=str(result.error))
+    if result.checkpoint is not None:
+        import torch
+
+        with result.checkpoint.as_directory() as d:
+            ckpt = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=False)
+        outcome.history = ckpt["state"]["history"]
+    if result.metrics:
+        outcome.params = result.metrics.get("params")
+    return outcome
+
+
+def config_columns(cfg: ExperimentConfig, keys=ARCH_COLUMNS) -> dict[str, Any]:
+    from agd_ray.config import get_dotted
+
+    return {k: get_dotted(cfg, k) for k in keys}
+
+
+def write_results(trials: list[tuple[ExperimentConfig, TrialOutcome]], out_dir: Path) -> None:
+    rows, epochs = [], []
+    for cfg, o in trials:
+        group = f"{cfg.model.arch}-d{cfg.model.depth}-w{cfg.model.width}-s{cfg.train.seed}"
+        rows.append(
+            trial_row(
+                o.trial_id,
+                o.status,
+                group,
+                config_columns(cfg),
+                cfg.optimizer.name,
+                cfg.train.seed,
+                o.params,
+                o.history,
+            )
+        )
+        epochs += epoch_rows(o.trial_id, o.history)
+    write_atomic(trials_table(rows), out_dir / "trials.parquet")
+    write_atomic(epochs_table(epochs), out_dir / "epochs.parquet")

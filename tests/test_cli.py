@@ -1,0 +1,110 @@
+"""The agd-ray command: result files with the documented columns; bad input refused."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIAL_COLUMNS = {
+    "trial_id",
+    "status",
+    "group",
+    "optimizer.name",
+    "seed",
+    "params",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "steps",
+    "samples",
+    "wall_s",
+}
+EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "step",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "eta_mean",
+    "eta_min",
+    "eta_max",
+    "wall_s",
+    "samples_per_s",
+]
+
+
+def agd_ray(*args, cwd=ROOT, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "agd_ray.cli", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+@pytest.mark.ray
+def test_train_writes_both_parquet_files(tmp_path):
+    run = agd_ray(
+        "train",
+        "experiments/quickstart.yaml",
+        "--out",
+        tmp_path,
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "data.num_samples=2000",
+        "--set",
+        "name=cli",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "epoch   2/2" in run.stdout
+    trials = pq.read_table(tmp_path / "cli/trials.parquet").to_pylist()
+    epochs = pq.read_table(tmp_path / "cli/epochs.parquet")
+    assert len(trials) == 1
+    (row,) = trials
+    assert TRIAL_COLUMNS <= set(row)
+    # the only other columns are config keys (dotted names)
+    assert all("." in k for k in set(row) - TRIAL_COLUMNS)
+    assert row["status"] == "completed" and row["optimizer.name"] == "agd"
+    assert row["model.width"] == 256 and row["model.depth"] == 4
+    assert row["params"] == 256 * 40 + 2 * 256 * 256 + 10 * 256
+    assert row["steps"] == 2 * (1600 // 128) and row["samples"] == 2 * (1600 // 128) * 128
+    assert epochs.column_names == EPOCH_COLUMNS
+    assert epochs.column("epoch").to_pylist() == [0, 1]
+    assert epochs.column("test_acc").to_pylist()[-1] == pytest.approx(row["test_acc"])
+    assert all(e > 0 for e in epochs.column("eta_mean").to_pylist())
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["train", "missing.yaml"], "error: missing.yaml: no such file"),
+        (
+            ["train", "experiments/quickstart.yaml", "--set", "model.widht=3"],
+            "error: model.widht: unknown key (did you mean 'width'?)",
+        ),
+        (
+            ["train", "experiments/quickstart.yaml", "--set", "optimizer.name=sgd"],
+            "error: optimizer.lr: sgd needs a learning rate",
+        ),
+        (
+            ["train", "experiments/quickstart.yaml", "--set", "oops"],
+            "error: --set: expected key.path=value",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, expected):
+    run = agd_ray(*args, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), run.stderr
+    assert "Traceback" not in run.stderr

@@ -1,0 +1,69 @@
+"""Data parallelism: two gloo processes on the halves of each batch end with the same
+weights as one process on the whole batch (AGD computes G from the all-reduced gradient)."""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn import functional as F
+
+from agd_ray.models import FCN
+from agd_ray.optim import AGD, orthogonal_init_
+
+STEPS, BATCH = 5, 32
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(STEPS, BATCH, 40, generator=g)
+    y = torch.randint(0, 10, (STEPS, BATCH), generator=g)
+    return x, y
+
+
+def _train(model, x, y):
+    opt = AGD(model.parameters())
+    etas = []
+    for xb, yb in zip(x, y, strict=True):
+        out = model(xb)
+        loss = F.mse_loss(out, F.one_hot(yb, 10).float() * 10**0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        etas.append(float(opt.eta))
+    return etas
+
+
+def _model():
+    torch.manual_seed(123)
+    return orthogonal_init_(FCN(3, 64, 40, 10))
+
+
+def _worker(rank, world, init_file, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    x, y = _data()
+    half = BATCH // world
+    etas = _train(
+        model, x[:, rank * half : (rank + 1) * half], y[:, rank * half : (rank + 1) * half]
+    )
+    torch.save({"state": model.module.state_dict(), "etas": etas}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    out = str(tmp_path / "weights")
+    mp.start_processes(
+        _worker, args=(2, str(tmp_path / "init"), out), nprocs=2, start_method="spawn"
+    )
+    single = _model()
+    x, y = _data()
+    single_etas = _train(single, x, y)
+
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        assert got["etas"] == pytest.approx(single_etas, rel=1e-5)
+        for name, w in single.state_dict().items():
+            assert torch.allclose(got["state"][name], w, atol=1e-6), name
+    assert os.path.exists(f"{out}.1")
