@@ -1,6 +1,7 @@
 """The ``agd-ray`` command.
 
     agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR]
+    agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume]
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
 before any Ray work starts; ``--debug`` shows the traceback.
@@ -36,6 +37,27 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="output folder (default: results)")
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from agd_ray.sweep.grid import expand
+    from agd_ray.sweep.runner import run_sweep
+    from agd_ray.sweep.summary import format_summary, summarise
+
+    outcomes = run_sweep(cfg, args.out, resume=args.resume)
+    specs = expand(cfg)
+    print(format_summary(summarise(specs, outcomes, agd=cfg.optimizer.name)))
+    counts = {
+        s: sum(1 for o in outcomes.values() if o.status == s)
+        for s in ("completed", "diverged", "failed")
+    }
+    missing = len(specs) - len(outcomes)
+    print(
+        f"{counts['completed']} completed, {counts['diverged']} diverged, "
+        f"{counts['failed'] + missing} failed or unfinished -> {args.out}/{cfg.name}/"
+    )
+    return 0 if counts["failed"] + missing == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agd-ray",
@@ -45,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one training on Ray Train")
     _add_config_args(train)
+    sweep = sub.add_parser("sweep", help="run a sweep of trainings on Ray Tune")
+    _add_config_args(sweep)
+    sweep.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
     return parser
 
 
@@ -67,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "completed" else 1
 
 
-COMMANDS = {"train": cmd_train}
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

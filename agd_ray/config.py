@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -85,12 +86,23 @@ class OptimizerConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
+    schedule: Literal["constant", "cosine", "step", "warm_restarts"] = "constant"
+    """Baselines' learning-rate schedule, stepped once per epoch (torch's classes):
+    cosine over the run, step (x gamma every step_size epochs), warm_restarts (SGDR)."""
+    step_size: PositiveInt = 30
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    restart_period: PositiveInt = 10
+    """warm_restarts: epochs until the first restart (T_0)."""
+    restart_mult: PositiveInt = 2
+    """warm_restarts: factor growing each period (T_mult)."""
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
         if self.name == "agd":
             if self.lr is not None:
                 raise ValueError("lr: AGD has no learning rate (use gain to scale its steps)")
+            if self.schedule != "constant":
+                raise ValueError("schedule: AGD has no schedule (use train.batch_schedule)")
             return self
         if self.lr is None:
             if self.name == "sgd":
@@ -111,6 +123,16 @@ class TrainConfig(Section):
     """mse: square loss against one-hot targets * sqrt(num_classes); xent: cross-entropy."""
     seed: int = 0
     eval_batch_size: PositiveInt = 1024
+    batch_schedule: list[tuple[NonNegativeInt, PositiveInt]] | None = None
+    """Batch-size ramp (Smith et al. 2017): [[epoch, batch_size], ...]; from each
+    listed epoch on, that global batch size (before the first: batch_size)."""
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        epochs = [e for e, _ in self.batch_schedule or ()]
+        if epochs != sorted(set(epochs)):
+            raise ValueError("batch_schedule: epochs must be strictly increasing")
+        return self
 
 
 class ScalingConfig(Section):
@@ -147,11 +169,18 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        if self.train.batch_size % self.scaling.num_workers:
+        workers = self.scaling.num_workers
+        if self.train.batch_size % workers:
             raise ValueError(
                 f"train.batch_size: {self.train.batch_size} is not divisible by "
-                f"scaling.num_workers={self.scaling.num_workers}"
+                f"scaling.num_workers={workers}"
             )
+        for _, batch in self.train.batch_schedule or ():
+            if batch % workers:
+                raise ValueError(
+                    f"train.batch_schedule: batch size {batch} is not divisible by "
+                    f"scaling.num_workers={workers}"
+                )
         if self.model.arch != "fcn" and self.data.name == "mnist1d":
             raise ValueError(f"model.arch: {self.model.arch} needs image data; mnist1d is 1-D")
         if self.model.arch == "vgg16" and self.data.name == "mnist":

@@ -36,3 +36,24 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optim
     if cfg.name == "amsgrad":
         return torch.optim.Adam(params, weight_decay=cfg.weight_decay, amsgrad=True, **adam_kwargs)
     raise ValueError(f"unknown optimizer {cfg.name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+SCHEDULES = ("constant", "cosine", "step", "warm_restarts")
+
+
+def build_scheduler(
+    cfg: OptimizerConfig, optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The baseline's learning-rate schedule (stepped once per epoch), or None."""
+    sched = torch.optim.lr_scheduler
+    if cfg.name == "agd" or cfg.schedule == "constant":
+        return None
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=epochs)
+    if cfg.schedule == "step":
+        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "warm_restarts":
+        return sched.CosineAnnealingWarmRestarts(
+            optimizer, T_0=cfg.restart_period, T_mult=cfg.restart_mult
+        )
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")

@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from agd_ray.sweep.grid import TrialSpec
+    from agd_ray.train.trainer import TrialOutcome
 
 # Columns of trials.parquet besides the config-key columns (dotted names).
 TRIAL_COLUMNS = {
@@ -32,6 +36,7 @@ EPOCH_COLUMNS = {
     "trial_id": pa.string(),
     "epoch": pa.int64(),
     "step": pa.int64(),
+    "batch_size": pa.int64(),
     "train_loss": pa.float64(),
     "train_acc": pa.float64(),
     "test_loss": pa.float64(),
@@ -46,26 +51,19 @@ EPOCH_COLUMNS = {
 _FINAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def trial_row(
-    trial_id: str,
-    status: str,
-    group: str,
-    config_columns: dict[str, Any],
-    optimizer: str,
-    seed: int,
-    params: int | None,
-    history: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """A trials.parquet row: final metrics from the last epoch, compute from the history."""
+def trial_row(spec: TrialSpec, outcome: TrialOutcome | None) -> dict[str, Any]:
+    """A trials.parquet row: final metrics from the last epoch, compute from the history.
+    A trial with no outcome yet (interrupted) is ``failed`` with no metrics."""
+    history = outcome.history if outcome else []
     last = history[-1] if history else {}
     return {
-        "trial_id": trial_id,
-        "status": status,
-        "group": group,
-        **config_columns,
-        "optimizer.name": optimizer,
-        "seed": seed,
-        "params": params,
+        "trial_id": spec.trial_id,
+        "status": outcome.status if outcome else "failed",
+        "group": spec.group,
+        **spec.columns,
+        "optimizer.name": spec.optimizer,
+        "seed": spec.seed,
+        "params": outcome.params if outcome else None,
         **{k: last.get(k) for k in _FINAL_METRICS},
         "steps": last.get("step", 0),
         "samples": last.get("samples", 0),
@@ -106,3 +104,14 @@ def write_atomic(table: pa.Table, path: str | Path) -> Path:
     pq.write_table(table, tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_results(
+    entries: list[tuple[TrialSpec, TrialOutcome | None]], out_dir: str | Path
+) -> None:
+    """Rewrite OUT/<name>/trials.parquet and epochs.parquet from (spec, outcome) pairs."""
+    out_dir = Path(out_dir)
+    rows = [trial_row(spec, outcome) for spec, outcome in entries]
+    epochs = [r for spec, o in entries if o for r in epoch_rows(spec.trial_id, o.history)]
+    write_atomic(trials_table(rows), out_dir / "trials.parquet")
+    write_atomic(epochs_table(epochs), out_dir / "epochs.parquet")

@@ -28,8 +28,15 @@ class GlobalBatchSampler:
         self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, batch_size: int | None = None) -> None:
+        """Start ``epoch``, optionally with a new global batch size (batch-size ramps)."""
         self.epoch = epoch
+        if batch_size is not None:
+            if batch_size % self.world:
+                raise ValueError(
+                    f"batch size {batch_size} is not divisible by {self.world} workers"
+                )
+            self.batch_size = batch_size
 
     def __len__(self) -> int:
         return max(1, self.n // self.batch_size)

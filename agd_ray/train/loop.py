@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,10 +29,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from agd_ray.config import ExperimentConfig, validate_config
+from agd_ray.config import ExperimentConfig, TrainConfig, validate_config
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
-from agd_ray.optim import AGD, build_optimizer, orthogonal_init_
+from agd_ray.optim import AGD, build_optimizer, build_scheduler, orthogonal_init_
 from agd_ray.train.batches import GlobalBatchSampler, eval_batches, train_batches
 
 CHECKPOINT_FILE = "state.pt"
@@ -55,6 +56,16 @@ def _quiet_train_reports() -> None:
     from ray.train.v2._internal.execution import context
 
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def batch_size_at(train: TrainConfig, epoch: int) -> int:
+    """The global batch size in force at ``epoch``: ``train.batch_schedule``'s last
+    entry at or before it (Smith et al. 2017), else ``train.batch_size``."""
+    size = train.batch_size
+    for start, batch in train.batch_schedule or ():
+        if start <= epoch:
+            size = batch
+    return size
 
 
 def seed_everything(seed: int) -> None:
@@ -85,39 +96,98 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; ``config`` is an ExperimentConfig dumped to a dict."""
-    cfg = validate_config(config)
+@dataclass
+class Session:
+    """Where the loop runs: a Ray Train worker, or in-process inside a Tune trial.
+
+    ``report(metrics, checkpoint)`` persists the checkpoint (a Ray Checkpoint of a
+    local folder) and records the metrics; ``get_checkpoint()`` returns the one a
+    restarted run resumes from.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    prepare_model: Callable[[nn.Module], nn.Module]
+    get_checkpoint: Callable[[], Any]
+    report: Callable[..., None]
+    checkpoint_class: type
+
+
+def train_session() -> Session:
+    """The session of a Ray Train worker (``TorchTrainer``)."""
     _quiet_train_reports()
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    return Session(
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model,
+        get_checkpoint=ray.train.get_checkpoint,
+        report=ray.train.report,
+        checkpoint_class=ray.train.Checkpoint,
+    )
 
+
+def tune_session(use_gpu: bool) -> Session:
+    """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune."""
+    import ray.train._internal.storage as tune_storage
+    import ray.tune
+
+    # Tune logs every persisted checkpoint at INFO; the driver prints a line per trial.
+    logging.getLogger(tune_storage.__name__).setLevel(logging.WARNING)
+    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    return Session(
+        rank=0,
+        world=1,
+        device=device,
+        prepare_model=lambda m: m.to(device),
+        get_checkpoint=ray.tune.get_checkpoint,
+        report=ray.tune.report,
+        checkpoint_class=ray.tune.Checkpoint,
+    )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train entry point; ``config`` is an ExperimentConfig dumped to a dict."""
+    return run_training(validate_config(config), train_session())
+
+
+def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | None:
+    """Train ``cfg``: resume from the session's checkpoint, one report per epoch.
+
+    Returns the history, status and parameter count on rank 0 (None elsewhere).
+    """
+    rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.train.seed)
     splits = load_data(cfg.data)
     model = build_model(cfg.model, splits.spec)
     if cfg.optimizer.name == "agd":
         orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
     params = count_params(model)
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_scheduler(cfg.optimizer, optimizer, cfg.train.epochs)
     criterion = loss_fn(cfg.train.loss, splits.spec.num_classes)
 
     state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_checkpoint(os.path.join(d, CHECKPOINT_FILE), model, optimizer)
+            path = os.path.join(d, CHECKPOINT_FILE)
+            state = load_checkpoint(path, model, optimizer, scheduler)
 
     sampler = GlobalBatchSampler(
         len(splits.train), cfg.train.batch_size, rank, world, seed=cfg.train.seed
     )
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
-        sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch, batch_size_at(cfg.train, epoch))
         row, steps, samples = train_epoch(
             cfg, model, optimizer, criterion, splits.train, sampler, device
         )
+        if scheduler is not None:
+            scheduler.step()
         train_s = time.perf_counter() - start
         row.update(evaluate(cfg, model, criterion, splits.test, rank, world, device))
         state.step += steps
@@ -127,6 +197,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             "epoch": epoch,
             "step": state.step,
             "samples": state.samples,
+            "batch_size": sampler.batch_size,
             **row,
             "wall_s": state.wall_s,
             "samples_per_s": samples / train_s,
@@ -136,12 +207,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         finite = all(math.isfinite(row[k]) for k in ("train_loss", "test_loss"))
         done = not finite or state.epoch == cfg.train.epochs
         state.status = ("diverged" if not finite else "completed") if done else "running"
-        report(row, state, params, model, optimizer, rank)
+        report(session, row, state, params, model, optimizer, scheduler)
         if not finite:
             break
-    return (
-        {"history": state.history, "status": state.status, "params": params} if rank == 0 else None
-    )
+    if rank != 0:
+        return None
+    return {"history": state.history, "status": state.status, "params": params}
 
 
 def train_epoch(
@@ -212,22 +283,23 @@ def evaluate(
     return {"test_loss": loss / n, "test_acc": correct / n}
 
 
-def report(row, state: TrainState, params: int, model, optimizer, rank: int) -> None:
-    """One ``ray.train.report`` per epoch on every rank; rank 0 attaches the checkpoint."""
+def report(session: Session, row, state: TrainState, params: int, model, optimizer, scheduler):
+    """One report per epoch on every rank; rank 0 attaches the checkpoint."""
     metrics = {**row, "status": state.status, "params": params}
-    if rank != 0:
-        ray.train.report(metrics)
+    if session.rank != 0:
+        session.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        save_checkpoint(os.path.join(d, CHECKPOINT_FILE), state, model, optimizer)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        save_checkpoint(os.path.join(d, CHECKPOINT_FILE), state, model, optimizer, scheduler)
+        session.report(metrics, checkpoint=session.checkpoint_class.from_directory(d))
 
 
-def save_checkpoint(path: str, state: TrainState, model, optimizer) -> None:
+def save_checkpoint(path: str, state: TrainState, model, optimizer, scheduler=None) -> None:
     torch.save(
         {
             "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "state": asdict(state),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -240,10 +312,12 @@ def save_checkpoint(path: str, state: TrainState, model, optimizer) -> None:
     )
 
 
-def load_checkpoint(path: str, model, optimizer) -> TrainState:
+def load_checkpoint(path: str, model, optimizer, scheduler=None) -> TrainState:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     unwrap(model).load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None and ckpt.get("scheduler") is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
     rng = ckpt["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

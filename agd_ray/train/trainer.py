@@ -24,17 +24,9 @@ from ray.util.queue import Empty, Queue
 
 from agd_ray.config import ExperimentConfig
 from agd_ray.data import prepare_data
-from agd_ray.sweep.results import (
-    epoch_rows,
-    epochs_table,
-    trial_row,
-    trials_table,
-    write_atomic,
-)
+from agd_ray.sweep.grid import single_trial
+from agd_ray.sweep.results import write_results
 from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_per_worker
-
-# Architecture keys that always get a column in trials.parquet (a sweep adds its own).
-ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.batch_size")
 
 
 @dataclass
@@ -100,7 +92,8 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
     return (
         f"epoch {m['epoch'] + 1:>3}/{epochs}  train_loss {m['train_loss']:.4f}"
         f"  train_acc {m['train_acc']:.3f}  test_loss {m['test_loss']:.4f}"
-        f"  test_acc {m['test_acc']:.3f}{eta}  {m['samples_per_s']:,.0f} samples/s"
+        f"  test_acc {m['test_acc']:.3f}{eta}  batch {m['batch_size']}"
+        f"  {m['samples_per_s']:,.0f} samples/s"
         f"  {m['wall_s']:.1f}s"
     )
 
@@ -139,7 +132,7 @@ def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcom
     finally:
         stop.set()
         printer.join(timeout=5)
-    write_results([(cfg, outcome)], out_dir)
+    write_results([(single_trial(cfg), outcome)], out_dir)
     return outcome
 
 
@@ -158,30 +151,3 @@ def outcome_from_result(trial_id: str, result) -> TrialOutcome:
     if result.metrics:
         outcome.params = result.metrics.get("params")
     return outcome
-
-
-def config_columns(cfg: ExperimentConfig, keys=ARCH_COLUMNS) -> dict[str, Any]:
-    from agd_ray.config import get_dotted
-
-    return {k: get_dotted(cfg, k) for k in keys}
-
-
-def write_results(trials: list[tuple[ExperimentConfig, TrialOutcome]], out_dir: Path) -> None:
-    rows, epochs = [], []
-    for cfg, o in trials:
-        group = f"{cfg.model.arch}-d{cfg.model.depth}-w{cfg.model.width}-s{cfg.train.seed}"
-        rows.append(
-            trial_row(
-                o.trial_id,
-                o.status,
-                group,
-                config_columns(cfg),
-                cfg.optimizer.name,
-                cfg.train.seed,
-                o.params,
-                o.history,
-            )
-        )
-        epochs += epoch_rows(o.trial_id, o.history)
-    write_atomic(trials_table(rows), out_dir / "trials.parquet")
-    write_atomic(epochs_table(epochs), out_dir / "epochs.parquet")
