@@ -28,6 +28,7 @@ EPOCH_COLUMNS = [
     "trial_id",
     "epoch",
     "step",
+    "batch_size",
     "train_loss",
     "train_acc",
     "test_loss",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +96,8 @@ def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
 
     specs = []
     for seed, point in itertools.product(cfg.sweep.seeds, grid_points(grid)):
-        group = ",".join([f"{k}={v}" for k, v in point.items()] + [f"seed={seed}"])
+        items = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in point.items()]
+        group = ";".join([*items, f"seed={seed}"])
         for where, opt in optimizers:
             raw = {**base, "optimizer": dict(opt)}
             raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}

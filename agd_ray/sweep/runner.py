@@ -70,6 +70,7 @@ def run_trial(param: dict[str, Any]) -> None:
         ray.tune.report({"trial_id": spec.trial_id, "status": stored.status})
         return
     cfg = validate_config(spec.config)
+    started = time.time()
     try:
         if cfg.scaling.num_workers == 1:
             outcome = _train_in_process(spec.trial_id, cfg)
@@ -78,6 +79,7 @@ def run_trial(param: dict[str, Any]) -> None:
     except Exception as err:
         store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
         raise  # Tune marks the trial errored; --resume runs it again
+    outcome.started, outcome.finished = started, time.time()
     store.put(outcome)
     if outcome.status == "failed":
         raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
@@ -102,10 +104,11 @@ def _train_on_workers(trial_id: str, cfg: ExperimentConfig, storage: str) -> Tri
 
 def trial_resources(spec: dict[str, Any]) -> dict[str, float]:
     """An in-process trial holds its worker's resources; a multi-worker trial's own
-    process holds none (its TorchTrainer asks for the workers')."""
+    process holds almost none (its TorchTrainer asks for the workers'; Tune refuses
+    an empty request)."""
     scaling = spec["spec"]["config"]["scaling"]
     if scaling["num_workers"] > 1:
-        return {"CPU": 0}
+        return {"CPU": 0.01}
     return {"CPU": scaling["cpus_per_worker"], "GPU": 1 if scaling["use_gpu"] else 0}
 
 

@@ -62,8 +62,10 @@ def summarise(
 def format_summary(table: dict[str, list[Entry]]) -> str:
     if not table:
         return "no finished trials"
+    names = {g: short_group(g) for g in table}
+    w = max(len("group"), *map(len, names.values()))
     lines = [
-        f"{'group':<44} {'optimizer':<9} {'test_acc':>8} {'best of grid':<13} "
+        f"{'group':<{w}} {'optimizer':<9} {'test_acc':>8} {'best of grid':<13} "
         f"{'runs':>4} {'samples':>11} {'wall_s':>8}"
     ]
     for group, entries in sorted(table.items()):
@@ -71,7 +73,16 @@ def format_summary(table: dict[str, list[Entry]]) -> str:
             acc = f"{e.best_acc:.4f}" if e.best_acc is not None else "-"
             div = f" ({e.diverged} diverged)" if e.diverged else ""
             lines.append(
-                f"{group if i == 0 else '':<44} {e.optimizer:<9} {acc:>8} {e.best_setting:<13} "
-                f"{e.runs:>4} {e.samples:>11,} {e.wall_s:>8.1f}{div}"
+                f"{names[group] if i == 0 else '':<{w}} {e.optimizer:<9} {acc:>8} "
+                f"{e.best_setting:<13} {e.runs:>4} {e.samples:>11,} {e.wall_s:>8.1f}{div}"
             )
     return "\n".join(lines)
+
+
+def short_group(group: str) -> str:
+    """``model.depth=2;train.batch_size=64;seed=0`` -> ``depth=2 batch_size=64 seed=0``."""
+    parts = []
+    for item in group.split(";"):
+        key, _, value = item.partition("=")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts)

@@ -36,6 +36,8 @@ class TrialOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     params: int | None = None
     error: str | None = None
+    started: float | None = None  # unix time the run (or its last restart) began
+    finished: float | None = None
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:

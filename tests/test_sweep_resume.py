@@ -1,0 +1,88 @@
+"""Kill a sweep's driver part-way (SIGKILL to its whole process group, Ray included),
+then ``--resume``: every trial appears once, finished trials are not re-run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ARGS = [
+    "--set",
+    "data.num_samples=2000",
+    "--set",
+    "train.epochs=12",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "name=killed",
+    "--set",
+    "sweep.grid={model.depth: [2, 3], model.width: [32, 64]}",
+    "--set",
+    "sweep.max_concurrent_trials=2",
+    "--set",
+    "sweep.baselines=[]",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sweep(out, *extra, **kw):
+    cmd = [
+        sys.executable,
+        "-m",
+        "agd_ray.cli",
+        "sweep",
+        "experiments/quickstart.yaml",
+        "--out",
+        str(out),
+        *ARGS,
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
+
+
+def test_resume_after_driver_is_killed(tmp_path):
+    outcomes = tmp_path / "killed/ray/outcomes"
+    driver = _sweep(tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(outcomes.glob("*.json"))) < 1:
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in outcomes.glob("*.json")}
+    assert 1 <= len(done_before) < 4
+
+    resumed = _sweep(tmp_path, "--resume")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out[-3000:]
+    trials = pq.read_table(tmp_path / "killed/trials.parquet").to_pylist()
+    epochs = pq.read_table(tmp_path / "killed/epochs.parquet").to_pylist()
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert all(t["status"] == "completed" for t in trials)
+    for t in trials:
+        assert sorted(e["epoch"] for e in epochs if e["trial_id"] == t["trial_id"]) == list(
+            range(12)
+        )
+    # trials that had finished were not run again
+    for name, mtime in done_before.items():
+        assert (outcomes / name).stat().st_mtime_ns == mtime
+
+    # on a finished sweep, --resume only prints the summary
+    again = _sweep(tmp_path, "--resume")
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and "nothing to run" in out
