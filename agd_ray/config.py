@@ -123,6 +123,11 @@ class TrainConfig(Section):
     """mse: square loss against one-hot targets * sqrt(num_classes); xent: cross-entropy."""
     seed: int = 0
     eval_batch_size: PositiveInt = 1024
+    checkpoint_every: PositiveInt = 1
+    """Epochs between checkpoints (the last epoch is always checkpointed)."""
+    checkpoint_min_s: float = Field(default=2.0, ge=0.0)
+    """Skip a due checkpoint if the previous one is younger than this (seconds):
+    tiny epochs then do not pay a checkpoint each. 0 checkpoints every due epoch."""
     batch_schedule: list[tuple[NonNegativeInt, PositiveInt]] | None = None
     """Batch-size ramp (Smith et al. 2017): [[epoch, batch_size], ...]; from each
     listed epoch on, that global batch size (before the first: batch_size)."""

@@ -49,7 +49,7 @@ def main() -> None:
     ray.init(num_cpus=args.concurrency, include_dashboard=False)
     ray_start = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        start, start_unix = time.perf_counter(), time.time()
         outcomes = run_sweep(cfg, out, echo=lambda line: None)
         wall = time.perf_counter() - start
     ray.shutdown()
@@ -61,6 +61,17 @@ def main() -> None:
     print(f"per-trial training time: mean {sum(own) / len(own):.2f}s")
     print(f"sweep wall time: {wall:.1f}s; sum(training)/concurrency: {ideal:.1f}s")
     print(f"overhead ratio: {wall / ideal:.3f}  (goal <= 1.25)")
+    # where the rest goes
+    first = min(o.started for o in outcomes.values()) - start_unix
+    inside = sum(o.finished - o.started - o.history[-1]["wall_s"] for o in outcomes.values())
+    print(f"  until the first trial starts training: {first:.1f}s")
+    print(f"  inside trials, outside the epochs (imports, data, model, store): {inside:.1f}s total")
+    if os.environ.get("VERBOSE"):
+        for o in sorted(outcomes.values(), key=lambda o: o.started):
+            print(
+                f"    {o.trial_id}: start {o.started - start_unix:6.2f}s"
+                f"  end {o.finished - start_unix:6.2f}s  epochs {o.history[-1]['wall_s']:.2f}s"
+            )
 
 
 if __name__ == "__main__":

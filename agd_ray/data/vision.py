@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision import datasets, transforms
-
 from agd_ray.config import ConfigError
+
+# torchvision is imported where it is used: it takes seconds to import, and the
+# MNIST-1D path (every quick trial) never needs it.
 
 # name -> ((C, H, W), num_classes)
 VISION_SPECS = {
@@ -15,7 +16,7 @@ VISION_SPECS = {
     "cifar10": ((3, 32, 32), 10),
     "cifar100": ((3, 32, 32), 100),
 }
-_CLASSES = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
+_CLASSES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 _STATS = {
     "mnist": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -23,7 +24,9 @@ _STATS = {
 }
 
 
-def transforms_for(name: str, train: bool) -> transforms.Compose:
+def transforms_for(name: str, train: bool):
+    from torchvision import transforms
+
     normalise = [transforms.ToTensor(), transforms.Normalize(*_STATS[name])]
     if train and name.startswith("cifar"):
         augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
@@ -36,7 +39,9 @@ def load_vision(name: str, root: str | None, download: bool):
         raise ConfigError("data.root", f"{name} is read from data.root; set it")
     if not download and not Path(root).is_dir():
         raise ConfigError("data.root", f"{root}: no such folder")
-    cls = _CLASSES[name]
+    from torchvision import datasets
+
+    cls = getattr(datasets, _CLASSES[name])
     try:
         train = cls(root, train=True, download=download, transform=transforms_for(name, True))
         test = cls(root, train=False, download=download, transform=transforms_for(name, False))

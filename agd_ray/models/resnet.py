@@ -4,7 +4,6 @@ torchvision's ResNet-50 for ImageNet. No biases / BatchNorm affine unless ``bias
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -100,6 +99,8 @@ def imagenet_resnet50(num_classes: int = 1000, bias: bool = False) -> nn.Module:
     torchvision's constructor initialises BatchNorm weights, so it is built with
     affine BatchNorm and each BatchNorm is then swapped for a non-affine one.
     """
+    import torchvision  # slow to import; only the ImageNet model needs it
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     if not bias:
         model.fc = nn.Linear(model.fc.in_features, num_classes, bias=False)

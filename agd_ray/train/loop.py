@@ -112,6 +112,9 @@ class Session:
     get_checkpoint: Callable[[], Any]
     report: Callable[..., None]
     checkpoint_class: type
+    report_every_epoch: bool = True
+    """False in-process under Tune: the history reaches the driver in the trial's
+    outcome, so only checkpoints are reported (each report is a driver round trip)."""
 
 
 def train_session() -> Session:
@@ -145,6 +148,7 @@ def tune_session(use_gpu: bool) -> Session:
         get_checkpoint=ray.tune.get_checkpoint,
         report=ray.tune.report,
         checkpoint_class=ray.tune.Checkpoint,
+        report_every_epoch=False,
     )
 
 
@@ -180,6 +184,7 @@ def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | No
     sampler = GlobalBatchSampler(
         len(splits.train), cfg.train.batch_size, rank, world, seed=cfg.train.seed
     )
+    last_checkpoint = time.perf_counter()
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
         sampler.set_epoch(epoch, batch_size_at(cfg.train, epoch))
@@ -207,7 +212,13 @@ def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | No
         finite = all(math.isfinite(row[k]) for k in ("train_loss", "test_loss"))
         done = not finite or state.epoch == cfg.train.epochs
         state.status = ("diverged" if not finite else "completed") if done else "running"
-        report(session, row, state, params, model, optimizer, scheduler)
+        due = (epoch + 1) % cfg.train.checkpoint_every == 0
+        recent = time.perf_counter() - last_checkpoint < cfg.train.checkpoint_min_s
+        # every rank decides alike: rank 0's clock would do, but all ranks must agree
+        checkpoint = done or (due and not _any_rank(recent, session))
+        if checkpoint:
+            last_checkpoint = time.perf_counter()
+        report(session, row, state, params, model, optimizer, scheduler, checkpoint)
         if not finite:
             break
     if rank != 0:
@@ -283,10 +294,23 @@ def evaluate(
     return {"test_loss": loss / n, "test_acc": correct / n}
 
 
-def report(session: Session, row, state: TrainState, params: int, model, optimizer, scheduler):
-    """One report per epoch on every rank; rank 0 attaches the checkpoint."""
+def _any_rank(flag: bool, session: Session) -> bool:
+    """True if ``flag`` holds on any rank (so that all ranks take the same branch)."""
+    if session.world == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=session.device)
+    return bool(all_reduce_sum(t).item() > 0)
+
+
+def report(
+    session: Session, row, state: TrainState, params, model, optimizer, scheduler, checkpoint
+):
+    """Report the epoch on every rank (a barrier under Train); rank 0 attaches the
+    checkpoint when one is due. In-process under Tune, only checkpoints are reported."""
+    if not checkpoint and not session.report_every_epoch:
+        return
     metrics = {**row, "status": state.status, "params": params}
-    if session.rank != 0:
+    if session.rank != 0 or not checkpoint:
         session.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
