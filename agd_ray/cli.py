@@ -2,6 +2,7 @@
 
     agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR]
     agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume]
+    agd-ray report SWEEP_DIR [--out DIR]
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
 before any Ray work starts; ``--debug`` shows the traceback.
@@ -39,13 +40,21 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    import pyarrow.parquet as pq
+
     from agd_ray.sweep.grid import expand
-    from agd_ray.sweep.runner import run_sweep
+    from agd_ray.sweep.runner import run_sweep, sweep_paths
     from agd_ray.sweep.summary import format_summary, summarise
 
     outcomes = run_sweep(cfg, args.out, resume=args.resume)
     specs = expand(cfg)
-    print(format_summary(summarise(specs, outcomes, agd=cfg.optimizer.name)))
+    out_dir = sweep_paths(cfg, args.out).out_dir
+    rows = pq.read_table(out_dir / "trials.parquet").to_pylist()
+    print(format_summary(summarise(rows, agd=cfg.optimizer.name)))
+    if cfg.sweep.report and outcomes:
+        from agd_ray.analysis.report import make_report
+
+        make_report(out_dir)
     counts = {
         s: sum(1 for o in outcomes.values() if o.status == s)
         for s in ("completed", "diverged", "failed")
@@ -70,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep of trainings on Ray Tune")
     _add_config_args(sweep)
     sweep.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    report = sub.add_parser("report", help="figures, fits and report.html from a sweep")
+    report.add_argument("sweep_dir", help="a sweep's output folder (OUT/<name>)")
+    report.add_argument("--out", default=None, help="where to write (default SWEEP_DIR/report)")
     return parser
 
 
@@ -92,7 +104,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "completed" else 1
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep}
+def cmd_report(args: argparse.Namespace) -> int:
+    from agd_ray.analysis.report import make_report
+
+    make_report(args.sweep_dir, args.out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

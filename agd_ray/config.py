@@ -128,6 +128,10 @@ class TrainConfig(Section):
     checkpoint_min_s: float = Field(default=2.0, ge=0.0)
     """Skip a due checkpoint if the previous one is younger than this (seconds):
     tiny epochs then do not pay a checkpoint each. 0 checkpoints every due epoch."""
+    noise_scale: bool = True
+    """Estimate the gradient noise scale B_simple (McCandlish et al. 2018): free under
+    data parallelism; with one worker it takes two micro-batches per step (skipped
+    for models with BatchNorm, whose statistics would change)."""
     batch_schedule: list[tuple[NonNegativeInt, PositiveInt]] | None = None
     """Batch-size ramp (Smith et al. 2017): [[epoch, batch_size], ...]; from each
     listed epoch on, that global batch size (before the first: batch_size)."""
@@ -153,6 +157,9 @@ class WandbConfig(Section):
     project: str = "agd-ray"
     entity: str | None = None
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto: online when an API key or login exists, else offline."""
+    log_every: PositiveInt = 50
+    """Steps between logs of the training loss, eta and G."""
 
 
 class SweepConfig(Section):
@@ -160,6 +167,8 @@ class SweepConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0])
     baselines: list[dict[str, Any]] = Field(default_factory=list)
     max_concurrent_trials: PositiveInt | None = None
+    report: bool = True
+    """Run ``agd-ray report`` on the results when the sweep ends."""
 
 
 class ExperimentConfig(Section):

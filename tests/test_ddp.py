@@ -67,3 +67,42 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         for name, w in single.state_dict().items():
             assert torch.allclose(got["state"][name], w, atol=1e-6), name
     assert os.path.exists(f"{out}.1")
+
+
+def _hook_worker(rank, world, init_file, out):
+    from agd_ray.train.noise import LocalGradNorm, grad_sq_norm, local_norm_hook
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    state = LocalGradNorm(torch.device("cpu"))
+    model.register_comm_hook(state, local_norm_hook)
+    x, y = _data()
+    half = BATCH // world
+    out_ = model(x[0, rank * half : (rank + 1) * half])
+    F.mse_loss(out_, F.one_hot(y[0, rank * half : (rank + 1) * half], 10).float()).backward()
+    local = state.take()
+    torch.save({"local": local, "global": grad_sq_norm(list(model.parameters()))}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_comm_hook_reads_local_norms_and_still_averages(tmp_path):
+    """The noise-scale hook sees each worker's own gradient and leaves DDP's mean."""
+    out = str(tmp_path / "norms")
+    mp.start_processes(
+        _hook_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, start_method="spawn"
+    )
+    x, y = _data()
+    half = BATCH // 2
+    expected_local = []
+    for rank in range(2):
+        model = _model()
+        out_ = model(x[0, rank * half : (rank + 1) * half])
+        F.mse_loss(out_, F.one_hot(y[0, rank * half : (rank + 1) * half], 10).float()).backward()
+        expected_local.append(sum(p.grad.square().sum() for p in model.parameters()))
+    full = _model()
+    F.mse_loss(full(x[0]), F.one_hot(y[0], 10).float()).backward()
+    expected_global = sum(p.grad.square().sum() for p in full.parameters())
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        assert float(got["local"]) == pytest.approx(float(expected_local[rank]), rel=1e-4)
+        assert float(got["global"]) == pytest.approx(float(expected_global), rel=1e-4)

@@ -6,7 +6,6 @@ from agd_ray.config import ConfigError, load_config
 from agd_ray.sweep.grid import expand
 from agd_ray.sweep.summary import format_summary, summarise
 from agd_ray.train.loop import batch_size_at
-from agd_ray.train.trainer import TrialOutcome
 
 GRID = [
     "sweep.grid.model.depth=[2, 4]",
@@ -77,28 +76,35 @@ def test_batch_ramp_switches_at_the_listed_epochs():
         load_config(None, ["scaling.num_workers=2", "train.batch_schedule=[[0, 63]]"])
 
 
-def _outcome(trial_id, acc, samples, wall, status="completed"):
-    row = {"test_acc": acc, "samples": samples, "wall_s": wall}
-    return TrialOutcome(trial_id, status, [row], params=100)
+def _row(spec, acc, samples, wall, status="completed"):
+    return {
+        "trial_id": spec.trial_id,
+        "group": spec.group,
+        "optimizer.name": spec.optimizer,
+        "optimizer.lr": spec.config["optimizer"]["lr"],
+        "status": status,
+        "test_acc": acc,
+        "samples": samples,
+        "wall_s": wall,
+    }
 
 
 def test_summary_sets_agd_against_the_best_of_each_grid():
-    specs = expand(
-        load_config(None, GRID[:1] + ["sweep.baselines=[{name: adam, lr: [1.0e-3, 1.0e-2, 0.1]}]"])
-    )
+    adam = "sweep.baselines=[{name: adam, lr: [1.0e-3, 1.0e-2, 0.1]}]"
+    specs = expand(load_config(None, [GRID[0], adam]))
     by_opt = {}
     for s in specs:
         by_opt.setdefault((s.group, s.optimizer), []).append(s)
-    outcomes = {}
+    rows = []
     for (group, opt), members in by_opt.items():
         if opt == "agd":
-            outcomes[members[0].trial_id] = _outcome(members[0].trial_id, 0.70, 1000, 1.0)
+            rows.append(_row(members[0], 0.70, 1000, 1.0))
         else:
             accs = [0.5, 0.8, 0.1] if group.startswith("model.depth=2") else [0.6, 0.65, 0.2]
             for m, acc in zip(members, accs, strict=True):
-                status = "diverged" if acc == 0.1 else "completed"
-                outcomes[m.trial_id] = _outcome(m.trial_id, acc, 1000, 2.0, status)
-    table = summarise(specs, outcomes)
+                rows.append(_row(m, acc, 1000, 2.0, "diverged" if acc == 0.1 else "completed"))
+    rows.append({**rows[0], "trial_id": "unfinished", "status": "failed", "test_acc": None})
+    table = summarise(rows)
     d2 = table["model.depth=2;seed=0"]
     assert [e.optimizer for e in d2] == ["agd", "adam"]
     assert d2[0].best_acc == 0.70 and d2[0].runs == 1 and d2[0].samples == 1000

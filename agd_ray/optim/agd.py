@@ -73,6 +73,7 @@ class AGD(torch.optim.Optimizer):
                     )
         self.depth = sum(len(g["params"]) for g in self.param_groups)  # L
         self.eta: Tensor = torch.zeros(())
+        self.G: Tensor = torch.zeros(())
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -93,7 +94,7 @@ class AGD(torch.optim.Optimizer):
         G = torch.stack([scale(p) * n.sum() for (p, _), n in zip(weights, norms, strict=True)])
         G = G.sum() / L
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
-        self.eta = eta
+        self.G, self.eta = G, eta
 
         for (p, gain), n in zip(weights, norms, strict=True):
             # gain * eta/L * s_k / ||grad||_F per sub-matrix; a zero gradient moves nothing.

@@ -44,6 +44,7 @@ EPOCH_COLUMNS = {
     "eta_mean": pa.float64(),
     "eta_min": pa.float64(),
     "eta_max": pa.float64(),
+    "noise_scale": pa.float64(),
     "wall_s": pa.float64(),
     "samples_per_s": pa.float64(),
 }

@@ -27,6 +27,7 @@ from agd_ray.data import prepare_data
 from agd_ray.sweep.grid import TrialSpec, expand
 from agd_ray.sweep.results import write_results
 from agd_ray.sweep.store import DONE, OutcomeStore, resolve_uri
+from agd_ray.train.loop import TrialInfo
 from agd_ray.train.trainer import TrialOutcome
 
 
@@ -70,12 +71,13 @@ def run_trial(param: dict[str, Any]) -> None:
         ray.tune.report({"trial_id": spec.trial_id, "status": stored.status})
         return
     cfg = validate_config(spec.config)
+    trial = TrialInfo(spec.trial_id, param["storage"], param["wandb_dir"])
     started = time.time()
     try:
         if cfg.scaling.num_workers == 1:
-            outcome = _train_in_process(spec.trial_id, cfg)
+            outcome = _train_in_process(cfg, trial)
         else:
-            outcome = _train_on_workers(spec.trial_id, cfg, param["train_runs"])
+            outcome = _train_on_workers(cfg, trial, param["train_runs"])
     except Exception as err:
         store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
         raise  # Tune marks the trial errored; --resume runs it again
@@ -85,30 +87,31 @@ def run_trial(param: dict[str, Any]) -> None:
         raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
 
 
-def _train_in_process(trial_id: str, cfg: ExperimentConfig) -> TrialOutcome:
+def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo) -> TrialOutcome:
     from agd_ray.train.loop import run_training, tune_session
 
-    value = run_training(cfg, tune_session(cfg.scaling.use_gpu))
-    return TrialOutcome(trial_id, value["status"], value["history"], value["params"])
+    value = run_training(cfg, tune_session(cfg.scaling.use_gpu), trial)
+    return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])
 
 
-def _train_on_workers(trial_id: str, cfg: ExperimentConfig, storage: str) -> TrialOutcome:
+def _train_on_workers(cfg: ExperimentConfig, trial: TrialInfo, storage: str) -> TrialOutcome:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from agd_ray.train.trainer import make_trainer, outcome_from_result
 
     # The run is named after the trial: a restarted trial resumes its Train run.
-    trainer = make_trainer(cfg, trial_id, storage, callbacks=[TuneReportCallback()])
-    return outcome_from_result(trial_id, trainer.fit())
+    trainer = make_trainer(cfg, trial.trial_id, storage, [TuneReportCallback()], trial)
+    return outcome_from_result(trial.trial_id, trainer.fit())
 
 
 def trial_resources(spec: dict[str, Any]) -> dict[str, float]:
-    """An in-process trial holds its worker's resources; a multi-worker trial's own
-    process holds almost none (its TorchTrainer asks for the workers'; Tune refuses
-    an empty request)."""
+    """An in-process trial holds its worker's resources. A multi-worker trial's own
+    process holds no CPU (its TorchTrainer asks for the workers'; holding even a
+    fraction would leave a cluster of exactly their size one CPU short). Tune refuses
+    an empty request, so it asks for one byte of memory."""
     scaling = spec["spec"]["config"]["scaling"]
     if scaling["num_workers"] > 1:
-        return {"CPU": 0.01}
+        return {"CPU": 0, "memory": 1}
     return {"CPU": scaling["cpus_per_worker"], "GPU": 1 if scaling["use_gpu"] else 0}
 
 
@@ -211,7 +214,12 @@ def run_sweep(
     )
     trainable = tune.with_resources(run_trial, trial_resources)
     callback = _results_callback(specs, paths, echo)
-    common = {"outcomes": paths.outcomes, "train_runs": paths.train_runs}
+    common = {
+        "outcomes": paths.outcomes,
+        "train_runs": paths.train_runs,
+        "storage": paths.storage,
+        "wandb_dir": str(paths.out_dir),  # wandb writes DIR/wandb/
+    }
     param_space = {"spec": tune.grid_search([asdict(s) for s in todo]), **common}
     start = time.perf_counter()
     experiment = paths.tune_experiment

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agd_ray.sweep.grid import TrialSpec
-from agd_ray.train.trainer import TrialOutcome
-
 
 @dataclass
 class Entry:
@@ -22,41 +19,41 @@ class Entry:
     diverged: int
 
 
-def summarise(
-    specs: list[TrialSpec], outcomes: dict[str, TrialOutcome], agd: str = "agd"
-) -> dict[str, list[Entry]]:
-    """{group: [AGD's entry, then one per baseline]} over finished trials."""
-    by_group: dict[str, dict[str, list[tuple[TrialSpec, TrialOutcome]]]] = {}
-    for spec in specs:
-        outcome = outcomes.get(spec.trial_id)
-        if outcome is None or outcome.status not in ("completed", "diverged"):
-            continue
-        by_group.setdefault(spec.group, {}).setdefault(spec.optimizer, []).append((spec, outcome))
+def summarise(rows: list[dict], agd: str = "agd") -> dict[str, list[Entry]]:
+    """{group: [AGD's entry, then one per baseline]} from trials.parquet rows
+    (finished trials only: completed or diverged)."""
+    by_group: dict[str, dict[str, list[dict]]] = {}
+    for row in rows:
+        if row["status"] in ("completed", "diverged"):
+            by_group.setdefault(row["group"], {}).setdefault(row["optimizer.name"], []).append(row)
 
     table = {}
     for group, optimizers in by_group.items():
         entries = []
         for name in sorted(optimizers, key=lambda n: (n != agd, n)):
             runs = optimizers[name]
-            finished = [(s, o) for s, o in runs if o.status == "completed" and o.history]
-            best = max(finished, key=lambda so: so[1].history[-1]["test_acc"], default=None)
-            setting = ""
-            if best is not None:
-                opt = best[0].config["optimizer"]
-                setting = f"lr={opt['lr']:g}" if opt.get("lr") is not None else ""
+            finished = [r for r in runs if r["status"] == "completed" and r["test_acc"] is not None]
+            best = max(finished, key=lambda r: r["test_acc"], default=None)
+            lr = best.get("optimizer.lr") if best else None
             entries.append(
                 Entry(
                     optimizer=name,
-                    best_acc=best[1].history[-1]["test_acc"] if best else None,
-                    best_setting=setting,
+                    best_acc=best["test_acc"] if best else None,
+                    best_setting=f"lr={lr:g}" if lr is not None and lr == lr else "",
                     runs=len(runs),
-                    samples=sum(o.history[-1]["samples"] for _, o in runs if o.history),
-                    wall_s=sum(o.history[-1]["wall_s"] for _, o in runs if o.history),
-                    diverged=sum(1 for _, o in runs if o.status == "diverged"),
+                    samples=int(sum(r["samples"] or 0 for r in runs)),
+                    wall_s=float(sum(r["wall_s"] or 0.0 for r in runs)),
+                    diverged=sum(1 for r in runs if r["status"] == "diverged"),
                 )
             )
         table[group] = entries
     return table
+
+
+def summary_from_trials(trials) -> dict[str, list[Entry]]:
+    """The table from a trials DataFrame (``agd-ray report``)."""
+    rows = trials.astype(object).where(trials.notna(), None).to_dict("records")
+    return summarise(rows)
 
 
 def format_summary(table: dict[str, list[Entry]]) -> str:

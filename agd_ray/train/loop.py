@@ -1,6 +1,6 @@
 """The per-worker training loop that Ray Train's ``TorchTrainer`` runs on every worker.
 
-    TorchTrainer(train_loop_per_worker, train_loop_config=cfg.model_dump(mode="json"), ...)
+    TorchTrainer(train_loop_per_worker, train_loop_config=train_loop_config(cfg, trial), ...)
 
 Per epoch: one pass over this worker's slices of the global batches, an evaluation
 of the test split (each worker a shard; sums all-reduced), and one
@@ -34,8 +34,11 @@ from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
 from agd_ray.optim import AGD, build_optimizer, build_scheduler, orthogonal_init_
 from agd_ray.train.batches import GlobalBatchSampler, eval_batches, train_batches
+from agd_ray.train.noise import LocalGradNorm, NoiseScale, grad_sq_norm, local_norm_hook
+from agd_ray.train.wandb_logger import WandbLogger
 
 CHECKPOINT_FILE = "state.pt"
+FINAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "step", "samples", "wall_s")
 
 
 @dataclass
@@ -152,12 +155,30 @@ def tune_session(use_gpu: bool) -> Session:
     )
 
 
+@dataclass(frozen=True)
+class TrialInfo:
+    """Who this run is: its trial id, the sweep's storage (for a stable W&B run id)
+    and where offline W&B runs go."""
+
+    trial_id: str
+    storage: str = ""
+    wandb_dir: str | None = None
+
+
+def train_loop_config(cfg: ExperimentConfig, trial: TrialInfo) -> dict[str, Any]:
+    """What ``train_loop_per_worker`` receives (plain data, sent to every worker)."""
+    return {"experiment": cfg.model_dump(mode="json"), "trial": asdict(trial)}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; ``config`` is an ExperimentConfig dumped to a dict."""
-    return run_training(validate_config(config), train_session())
+    """Ray Train entry point; ``config`` comes from ``train_loop_config``."""
+    cfg = validate_config(config["experiment"])
+    return run_training(cfg, train_session(), TrialInfo(**config["trial"]))
 
 
-def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | None:
+def run_training(
+    cfg: ExperimentConfig, session: Session, trial: TrialInfo
+) -> dict[str, Any] | None:
     """Train ``cfg``: resume from the session's checkpoint, one report per epoch.
 
     Returns the history, status and parameter count on rank 0 (None elsewhere).
@@ -173,6 +194,9 @@ def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | No
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.optimizer, optimizer, cfg.train.epochs)
     criterion = loss_fn(cfg.train.loss, splits.spec.num_classes)
+    noise, local_norm = setup_noise_scale(cfg, model, session)
+    logger = WandbLogger(cfg, trial.trial_id, rank, trial.storage, trial.wandb_dir)
+    parts = Parts(model, optimizer, criterion, device, logger, noise, local_norm)
 
     state = TrainState()
     checkpoint = session.get_checkpoint()
@@ -188,9 +212,7 @@ def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | No
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
         sampler.set_epoch(epoch, batch_size_at(cfg.train, epoch))
-        row, steps, samples = train_epoch(
-            cfg, model, optimizer, criterion, splits.train, sampler, device
-        )
+        row, steps, samples = train_epoch(cfg, parts, splits.train, sampler, state.step)
         if scheduler is not None:
             scheduler.step()
         train_s = time.perf_counter() - start
@@ -218,44 +240,110 @@ def run_training(cfg: ExperimentConfig, session: Session) -> dict[str, Any] | No
         checkpoint = done or (due and not _any_rank(recent, session))
         if checkpoint:
             last_checkpoint = time.perf_counter()
+        logger.log_epoch(state.step, row)
         report(session, row, state, params, model, optimizer, scheduler, checkpoint)
         if not finite:
             break
+    final = state.history[-1] if state.history else {}
+    logger.finish(state.status, {k: final.get(k) for k in FINAL_METRICS} | {"params": params})
     if rank != 0:
         return None
     return {"history": state.history, "status": state.status, "params": params}
 
 
+@dataclass
+class Parts:
+    """What one training step needs, built once per run."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: Callable
+    device: torch.device
+    logger: WandbLogger
+    noise: NoiseScale | None = None
+    local_norm: LocalGradNorm | None = None  # DDP hook: local |g|^2 (world > 1)
+
+    @property
+    def micro_batches(self) -> bool:
+        """One worker measuring the noise scale: two micro-batches per step."""
+        return self.noise is not None and self.local_norm is None
+
+
+def setup_noise_scale(cfg: ExperimentConfig, model: nn.Module, session: Session):
+    """(NoiseScale, LocalGradNorm hook or None), or (None, None) when not measured."""
+    if not cfg.train.noise_scale:
+        return None, None
+    if session.world > 1 and hasattr(model, "register_comm_hook"):
+        hook = LocalGradNorm(session.device)
+        model.register_comm_hook(hook, local_norm_hook)
+        return NoiseScale(), hook
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return None, None  # micro-batches would change the BatchNorm statistics
+    return NoiseScale(), None
+
+
+def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor):
+    """Forward, backward (measuring the noise scale on the way), optimizer step.
+    Returns (loss, output), both still on the device."""
+    model, criterion = parts.model, parts.criterion
+    params = [p for g in parts.optimizer.param_groups for p in g["params"]]
+    parts.optimizer.zero_grad(set_to_none=True)
+    half = len(y) // 2
+    if parts.micro_batches and half > 0 and len(y) % 2 == 0:
+        out1 = model(x[:half])
+        loss1 = criterion(out1, y[:half])
+        loss1.backward()
+        first = [None if p.grad is None else p.grad.clone() for p in params]
+        sq1 = grad_sq_norm(params)
+        parts.optimizer.zero_grad(set_to_none=True)
+        out2 = model(x[half:])
+        loss2 = criterion(out2, y[half:])
+        loss2.backward()
+        sq2 = grad_sq_norm(params)
+        for p, g in zip(params, first, strict=True):  # the whole batch's mean gradient
+            if g is not None:
+                p.grad = g.mul_(0.5) if p.grad is None else p.grad.add_(g).mul_(0.5)
+        parts.noise.update((sq1 + sq2) / 2, grad_sq_norm(params), half, len(y))
+        loss, out = (loss1.detach() + loss2.detach()) / 2, torch.cat([out1, out2])
+    else:
+        out = model(x)
+        loss = criterion(out, y)
+        loss.backward()
+        if parts.local_norm is not None:
+            world = dist.get_world_size()
+            local = len(y)
+            parts.noise.update(parts.local_norm.take(), grad_sq_norm(params), local, local * world)
+    parts.optimizer.step()
+    return loss.detach(), out.detach()
+
+
 def train_epoch(
-    cfg: ExperimentConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    criterion,
-    dataset,
-    sampler: GlobalBatchSampler,
-    device: torch.device,
+    cfg: ExperimentConfig, parts: Parts, dataset, sampler: GlobalBatchSampler, step0: int
 ) -> tuple[dict[str, Any], int, int]:
     """One pass -> (metrics, steps, samples). Metrics accumulate on the device and are
-    read once at the end (no host sync per step)."""
-    model.train()
+    read once at the end (no host sync per step, except when logging to W&B)."""
+    parts.model.train()
+    device = parts.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     etas: list[torch.Tensor] = []
+    agd = parts.optimizer if isinstance(parts.optimizer, AGD) else None
     steps = 0
     for x, y in train_batches(dataset, sampler, cfg.data.loader_workers):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = model(x)
-        loss = criterion(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, out = train_step(parts, x, y)
         steps += 1
-        loss_sum += loss.detach() * len(y)
-        correct += (out.detach().argmax(1) == y).sum()
+        loss_sum += loss * len(y)
+        correct += (out.argmax(1) == y).sum()
         count += len(y)
-        if isinstance(optimizer, AGD):
-            etas.append(optimizer.eta)
+        if agd is not None:
+            etas.append(agd.eta)
+        if parts.logger.active and (step0 + steps) % parts.logger.every == 0:
+            metrics = {"train/loss": float(loss)}
+            if agd is not None:
+                metrics.update({"train/eta": float(agd.eta), "train/G": float(agd.G)})
+            parts.logger.log_step(step0 + steps, metrics)
     totals = all_reduce_sum(torch.stack([loss_sum, correct, count])).tolist()
     row: dict[str, Any] = {
         "train_loss": totals[0] / totals[2],
@@ -266,6 +354,7 @@ def train_epoch(
         row.update(eta_mean=eta.mean().item(), eta_min=eta.min().item(), eta_max=eta.max().item())
     else:
         row.update(eta_mean=None, eta_min=None, eta_max=None)
+    row["noise_scale"] = parts.noise.value() if parts.noise is not None else None
     return row, steps, int(totals[2])
 
 

@@ -26,7 +26,12 @@ from agd_ray.config import ExperimentConfig
 from agd_ray.data import prepare_data
 from agd_ray.sweep.grid import single_trial
 from agd_ray.sweep.results import write_results
-from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_per_worker
+from agd_ray.train.loop import (
+    CHECKPOINT_FILE,
+    TrialInfo,
+    train_loop_config,
+    train_loop_per_worker,
+)
 
 
 @dataclass
@@ -52,18 +57,19 @@ def make_trainer(
     run_name: str,
     storage_path: str,
     callbacks: list[UserCallback] | None = None,
-    num_workers: int | None = None,
+    trial: TrialInfo | None = None,
 ) -> TorchTrainer:
-    """A TorchTrainer for ``cfg``; ``num_workers=0`` runs the loop in-process."""
+    """A TorchTrainer for ``cfg``, its run named ``run_name`` under ``storage_path``
+    (a run of the same name and storage is resumed from its last checkpoint)."""
     # The controller collects one report per poll and polls every 2 s by default,
     # which would throttle short epochs; Train propagates this variable to it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     s = cfg.scaling
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config=train_loop_config(cfg, trial or TrialInfo(run_name, storage_path)),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers if num_workers is None else num_workers,
+            num_workers=s.num_workers,
             use_gpu=s.use_gpu,
             resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})},
         ),
@@ -124,7 +130,8 @@ def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcom
 
     printer = threading.Thread(target=show_progress, daemon=True)
     printer.start()
-    trainer = make_trainer(cfg, run_name, storage, callbacks=[EpochQueueCallback(queue)])
+    trial = TrialInfo(cfg.name, storage, wandb_dir=str(out_dir))  # DIR/wandb/
+    trainer = make_trainer(cfg, run_name, storage, [EpochQueueCallback(queue)], trial)
     outcome = TrialOutcome(trial_id=cfg.name, status="failed")
     try:
         result = trainer.fit()

@@ -1,0 +1,116 @@
+"""Weights & Biases: one run per trial, logged from world rank 0 only.
+
+Ray's ``setup_wandb(rank_zero_only=True)`` does not see the rank under Train V2, so
+the rank is checked here. The run id is derived from the sweep's storage and the
+trial id, so a resumed trial continues its own run. ``wandb.mode: auto`` is online
+when an API key is available (``WANDB_API_KEY`` or a netrc login), else offline;
+offline runs land under ``WANDB_DIR`` (default: OUT/<name>/wandb) and are uploaded
+later with ``wandb sync DIR/wandb/offline-run-*``. The API key is read by wandb from
+the environment and is never written to configs, results or checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import netrc
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from agd_ray.config import ExperimentConfig, WandbConfig
+
+
+def resolve_mode(cfg: WandbConfig) -> str:
+    """auto -> online with credentials, else offline; other modes as given."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
+        return os.environ["WANDB_MODE"]
+    return "online" if has_credentials() else "offline"
+
+
+def has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"width": 256}} -> {"model.width": 256}."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "grid":
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_id(storage: str, trial_id: str) -> str:
+    """Stable across restarts of the same trial of the same sweep."""
+    return hashlib.sha1(f"{storage}/{trial_id}".encode()).hexdigest()[:16]
+
+
+class WandbLogger:
+    """A no-op unless this is world rank 0 and wandb is not disabled."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        trial_id: str,
+        rank: int,
+        storage: str = "",
+        directory: str | None = None,
+    ):
+        self.run = None
+        self.every = cfg.wandb.log_every
+        mode = resolve_mode(cfg.wandb)
+        if rank != 0 or mode == "disabled":
+            return
+        import wandb
+
+        directory = os.environ.get("WANDB_DIR") or directory
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        config = flatten(cfg.model_dump(mode="json", exclude={"sweep", "wandb"}))
+        self.run = wandb.init(
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            group=cfg.name,
+            name=trial_id,
+            id=run_id(storage or cfg.name, trial_id),
+            resume="allow",
+            config=config,
+            mode=mode,
+            dir=directory,
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, x_disable_stats=True, x_disable_meta=True),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def log_epoch(self, step: int, row: dict[str, Any]) -> None:
+        if self.run is not None:
+            epoch_metrics = {f"epoch/{k}": v for k, v in row.items() if v is not None}
+            self.run.log(epoch_metrics, step=step)
+
+    def finish(self, status: str, final: dict[str, Any] | None) -> None:
+        if self.run is None:
+            return
+        self.run.summary["status"] = status
+        for key, value in (final or {}).items():
+            if value is not None:
+                self.run.summary[key] = value
+        self.run.finish(exit_code=0 if status != "failed" else 1)
+        self.run = None
