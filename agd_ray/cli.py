@@ -54,7 +54,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if cfg.sweep.report and outcomes:
         from agd_ray.analysis.report import make_report
 
-        make_report(out_dir)
+        make_report(out_dir, wandb_cfg=cfg.wandb)
     counts = {
         s: sum(1 for o in outcomes.values() if o.status == s)
         for s in ("completed", "diverged", "failed")

@@ -36,6 +36,7 @@ EPOCH_COLUMNS = [
     "eta_mean",
     "eta_min",
     "eta_max",
+    "noise_scale",
     "wall_s",
     "samples_per_s",
 ]

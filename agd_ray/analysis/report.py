@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from agd_ray.analysis.fits import critical_batch, fit_with_bootstrap, power_law  # noqa: E402
 from agd_ray.config import ConfigError  # noqa: E402
+from agd_ray.sweep.summary import short_group  # noqa: E402
 
 AXES = {  # x-axis name -> (column, label)
     "width": ("model.width", "width"),
@@ -65,6 +67,10 @@ class Report:
 
     def save(self, fig, name: str, caption: str) -> None:
         path = self.out / name
+        for ax in fig.axes:  # log axes: label the decades only
+            for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+                if scale == "log":
+                    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -150,13 +156,14 @@ class Report:
             return
         B = np.array(sorted(steps))
         S = np.array([np.mean(steps[b]) for b in B])
-        noise = runs.groupby("trial_id")["noise_scale"].last().dropna()
+        has_noise = "noise_scale" in runs and runs["noise_scale"].notna().any()
+        noise = runs.groupby("trial_id")["noise_scale"].last().dropna() if has_noise else []
         fit = {"target_train_loss": target}
         try:
             fit.update(critical_batch(B, S))
         except (ValueError, RuntimeError):
             pass
-        if not noise.empty:
+        if len(noise):
             fit["noise_scale"] = float(noise.median())
         self.fits["batch_size"] = fit
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -174,9 +181,13 @@ class Report:
         axes[0].set_ylabel(f"steps to train loss {target:.3g}")
         axes[0].legend(fontsize=7)
         axes[0].set_title("AGD: steps to target against batch size")
-        for trial_id, rows in runs.groupby("trial_id"):
-            batch = int(agd.loc[agd["trial_id"] == trial_id, "train.batch_size"].iloc[0])
-            axes[1].plot(rows["epoch"], rows["noise_scale"], label=f"B={batch}", lw=1)
+        if has_noise:  # one line per batch size: the mean over its runs
+            batch_of = agd.set_index("trial_id")["train.batch_size"]
+            by_batch = runs.assign(batch=runs["trial_id"].map(batch_of))
+            mean = by_batch.groupby(["batch", "epoch"])["noise_scale"].mean()
+            for batch, rows in mean.groupby(level="batch"):
+                epochs = rows.index.get_level_values("epoch")
+                axes[1].plot(epochs, rows.values, label=f"B={int(batch)}", lw=1)
         if "B_crit" in fit:
             axes[1].axhline(fit["B_crit"], color="k", ls="--", lw=1, label="fitted B_crit")
         axes[1].set_yscale("log")
@@ -209,7 +220,7 @@ class Report:
         for ax in axes:
             ax.set_yticks(
                 np.arange(len(groups)) + 0.4 - width / 2,
-                [g.replace(";", " ") for g in groups],
+                [short_group(g) for g in groups],
                 fontsize=6,
             )
         axes[0].set_xlabel("test accuracy")
@@ -232,7 +243,7 @@ class Report:
                 rows["epoch"],
                 rows["eta_mean"],
                 lw=1,
-                label=labels.get(trial_id, trial_id).replace(";", " "),
+                label=short_group(labels.get(trial_id, trial_id)),
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel("eta (epoch mean)")
