@@ -3,6 +3,7 @@
     agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR]
     agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume]
     agd-ray report SWEEP_DIR [--out DIR]
+    agd-ray data prepare-imagenet SRC_DIR DST_DIR
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
 before any Ray work starts; ``--debug`` shows the traceback.
@@ -79,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep of trainings on Ray Tune")
     _add_config_args(sweep)
     sweep.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    data = sub.add_parser("data", help="dataset preparation")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prep = data_sub.add_parser(
+        "prepare-imagenet", help="ILSVRC2012 folders -> Parquet shards (local or s3://, gs://)"
+    )
+    prep.add_argument("src", help="ILSVRC2012 folder with train/ and val/")
+    prep.add_argument("dst", help="output folder or object-store URI")
+    prep.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     report = sub.add_parser("report", help="figures, fits and report.html from a sweep")
     report.add_argument("sweep_dir", help="a sweep's output folder (OUT/<name>)")
     report.add_argument("--out", default=None, help="where to write (default SWEEP_DIR/report)")
@@ -104,6 +114,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if outcome.status == "completed" else 1
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from agd_ray.data.imagenet_prepare import prepare_imagenet
+
+    prepare_imagenet(args.src, args.dst, shard_size=args.shard_size, workers=args.workers)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from agd_ray.analysis.report import make_report
 
@@ -111,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
