@@ -132,6 +132,9 @@ class TrainConfig(Section):
     """Estimate the gradient noise scale B_simple (McCandlish et al. 2018): free under
     data parallelism; with one worker it takes two micro-batches per step (skipped
     for models with BatchNorm, whose statistics would change)."""
+    noise_scale_every: PositiveInt = 10
+    """With one worker, measure on every n-th step only (the micro-batches cost a
+    second, smaller backward pass)."""
     batch_schedule: list[tuple[NonNegativeInt, PositiveInt]] | None = None
     """Batch-size ramp (Smith et al. 2017): [[epoch, batch_size], ...]; from each
     listed epoch on, that global batch size (before the first: batch_size)."""

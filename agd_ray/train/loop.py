@@ -282,14 +282,14 @@ def setup_noise_scale(cfg: ExperimentConfig, model: nn.Module, session: Session)
     return NoiseScale(), None
 
 
-def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor):
-    """Forward, backward (measuring the noise scale on the way), optimizer step.
-    Returns (loss, output), both still on the device."""
+def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = True):
+    """Forward, backward (measuring the noise scale on the way, with one worker only
+    when ``measure``), optimizer step. Returns (loss, output), both on the device."""
     model, criterion = parts.model, parts.criterion
     params = [p for g in parts.optimizer.param_groups for p in g["params"]]
     parts.optimizer.zero_grad(set_to_none=True)
     half = len(y) // 2
-    if parts.micro_batches and half > 0 and len(y) % 2 == 0:
+    if measure and parts.micro_batches and half > 0 and len(y) % 2 == 0:
         out1 = model(x[:half])
         loss1 = criterion(out1, y[:half])
         loss1.backward()
@@ -332,7 +332,8 @@ def train_epoch(
     steps = 0
     for x, y in train_batches(dataset, sampler, cfg.data.loader_workers):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, out = train_step(parts, x, y)
+        measure = (step0 + steps) % cfg.train.noise_scale_every == 0
+        loss, out = train_step(parts, x, y, measure)
         steps += 1
         loss_sum += loss * len(y)
         correct += (out.argmax(1) == y).sum()
