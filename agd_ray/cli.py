@@ -4,6 +4,7 @@
     agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume]
     agd-ray report SWEEP_DIR [--out DIR]
     agd-ray data prepare-imagenet SRC_DIR DST_DIR
+    agd-ray submit CONFIG.yaml --address URL [--set ...] [--out DIR] [--no-wait]
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
 before any Ray work starts; ``--debug`` shows the traceback.
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a sweep of trainings on Ray Tune")
     _add_config_args(sweep)
     sweep.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    submit = sub.add_parser("submit", help="run `agd-ray sweep` on a cluster as a Ray job")
+    submit.add_argument("config", help="experiment YAML, inside the project folder")
+    submit.add_argument("--address", required=True, help="the cluster's dashboard URL")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--out", default=None, help="output folder on the cluster")
+    submit.add_argument("--no-wait", action="store_true", help="submit and return")
     data = sub.add_parser("data", help="dataset preparation")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser(
@@ -121,6 +128,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from agd_ray.submit import submit
+
+    return submit(args.config, args.address, args.overrides, args.out, wait=not args.no_wait)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from agd_ray.analysis.report import make_report
 
@@ -128,7 +141,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "data": cmd_data}
+COMMANDS = {
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "data": cmd_data,
+    "submit": cmd_submit,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""`agd-ray submit` to a real local Ray head started by the test (stopped by its pid)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agd_ray(*args, timeout=300, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "agd_ray.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.mark.ray
+def test_submit_runs_the_sweep_as_a_job(tmp_path):
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    head = subprocess.Popen(
+        [
+            BIN / "ray",
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--block",
+            # short: Ray's socket paths must fit in 107 characters
+            f"--temp-dir={tempfile.mkdtemp(prefix='ray', dir='/tmp')}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "head.log").open("w"),
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "the Ray head did not come up"
+                assert head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
+                time.sleep(1)
+        out = tmp_path / "results"
+        run = agd_ray(
+            "submit",
+            "experiments/quickstart.yaml",
+            "--address",
+            address,
+            "--out",
+            out,
+            "--set",
+            "name=sub",
+            "--set",
+            "data.num_samples=1000",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "sweep.grid={model.width: [16, 32]}",
+            "--set",
+            "sweep.baselines=[]",
+            "--set",
+            "sweep.report=false",
+            "--set",
+            "wandb.mode=disabled",
+            env=env,
+            timeout=400,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "SUCCEEDED" in run.stdout
+        assert "[2/2]" in run.stdout  # the job's own progress lines were streamed
+        trials = pq.read_table(out / "sub/trials.parquet").to_pylist()
+        assert [t["status"] for t in trials] == ["completed", "completed"]
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+def test_unreachable_address_is_a_one_line_error():
+    port = free_port()  # nothing listens there
+    run = agd_ray(
+        "submit", "experiments/quickstart.yaml", "--address", f"http://127.0.0.1:{port}", timeout=60
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --address: cannot reach"), run.stderr
+
+
+def test_bad_config_is_refused_before_submitting():
+    run = agd_ray(
+        "submit",
+        "experiments/quickstart.yaml",
+        "--address",
+        "http://127.0.0.1:1",
+        "--set",
+        "model.widht=3",
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("error: model.widht: unknown key")
