@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100")
+DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet")
 ARCHS = ("fcn", "vgg16", "resnet18", "resnet50")
 OPTIMIZERS = ("agd", "sgd", "adam", "adamw", "amsgrad")
 LOSSES = ("mse", "xent")
@@ -43,7 +43,7 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["mnist1d", "mnist", "cifar10", "cifar100"] = "mnist1d"
+    name: Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet"] = "mnist1d"
     num_samples: PositiveInt = 10_000
     """mnist1d: samples generated (80 % train, 20 % test)."""
     root: str | None = None
@@ -54,6 +54,8 @@ class DataConfig(Section):
     """Where generated mnist1d is cached (default ~/.cache/agd-ray)."""
     loader_workers: int = Field(default=2, ge=0)
     """DataLoader worker processes per Train worker for image datasets."""
+    image_size: PositiveInt = 224
+    """imagenet: side of the training crops and validation centre crops."""
 
 
 class ModelConfig(Section):

@@ -33,6 +33,7 @@ EPOCH_COLUMNS = [
     "train_acc",
     "test_loss",
     "test_acc",
+    "test_acc5",
     "eta_mean",
     "eta_min",
     "eta_max",

@@ -27,9 +27,16 @@ class DataSpec:
 
 @dataclass
 class Splits:
+    """In-memory/torchvision datasets, or (imagenet) None: the splits then stream
+    through Ray Data (``agd_ray.data.imagenet.build_datasets``)."""
+
     spec: DataSpec
-    train: Dataset
-    test: Dataset
+    train: Dataset | None
+    test: Dataset | None
+
+    @property
+    def streaming(self) -> bool:
+        return self.train is None
 
 
 def load_data(cfg: DataConfig) -> Splits:
@@ -40,6 +47,13 @@ def load_data(cfg: DataConfig) -> Splits:
         shape, classes = VISION_SPECS[cfg.name]
         train, test = load_vision(cfg.name, cfg.root, cfg.download)
         return Splits(DataSpec(cfg.name, shape, classes), train, test)
+    if cfg.name == "imagenet":
+        from agd_ray.data.imagenet import check_shards
+
+        classes = check_shards(cfg)
+        return Splits(
+            DataSpec("imagenet", (3, cfg.image_size, cfg.image_size), classes), None, None
+        )
     raise ConfigError("data.name", f"unknown dataset {cfg.name!r}")
 
 

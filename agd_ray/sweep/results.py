@@ -41,6 +41,7 @@ EPOCH_COLUMNS = {
     "train_acc": pa.float64(),
     "test_loss": pa.float64(),
     "test_acc": pa.float64(),
+    "test_acc5": pa.float64(),
     "eta_mean": pa.float64(),
     "eta_min": pa.float64(),
     "eta_max": pa.float64(),

@@ -90,7 +90,7 @@ def run_trial(param: dict[str, Any]) -> None:
 def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo) -> TrialOutcome:
     from agd_ray.train.loop import run_training, tune_session
 
-    value = run_training(cfg, tune_session(cfg.scaling.use_gpu), trial)
+    value = run_training(cfg, tune_session(cfg), trial)
     return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])
 
 

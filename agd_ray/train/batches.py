@@ -61,7 +61,17 @@ def train_batches(
     dataset: Dataset, sampler: GlobalBatchSampler, loader_workers: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches for one epoch. In-memory tensors are indexed directly (no
-    per-sample collate); other datasets go through a DataLoader."""
+    per-sample collate); Ray Data shards stream (Ray splits them over the workers);
+    other datasets go through a DataLoader."""
+    if hasattr(dataset, "iter_torch_batches"):  # a Ray Data shard (imagenet)
+        local = sampler.batch_size // sampler.world
+        for batch in dataset.iter_torch_batches(
+            batch_size=local,
+            local_shuffle_buffer_size=4 * local,
+            local_shuffle_seed=sampler.seed * 1_000_003 + sampler.epoch,
+        ):
+            yield batch["image"], batch["label"]
+        return
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
         for idx in sampler:
@@ -81,6 +91,10 @@ def eval_batches(
     dataset: Dataset, rank: int, world: int, batch_size: int, loader_workers: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This worker's share of ``dataset`` in order, for evaluation."""
+    if hasattr(dataset, "iter_torch_batches"):  # Ray Data has split it already
+        for batch in dataset.iter_torch_batches(batch_size=batch_size):
+            yield batch["image"], batch["label"]
+        return
     shard = shard_indices(len(dataset), rank, world)
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors

@@ -115,6 +115,7 @@ class Session:
     get_checkpoint: Callable[[], Any]
     report: Callable[..., None]
     checkpoint_class: type
+    get_dataset_shard: Callable[[str], Any] | None = None  # streaming (Ray Data) splits
     report_every_epoch: bool = True
     """False in-process under Tune: the history reaches the driver in the trial's
     outcome, so only checkpoints are reported (each report is a driver round trip)."""
@@ -132,17 +133,24 @@ def train_session() -> Session:
         get_checkpoint=ray.train.get_checkpoint,
         report=ray.train.report,
         checkpoint_class=ray.train.Checkpoint,
+        get_dataset_shard=ray.train.get_dataset_shard,
     )
 
 
-def tune_session(use_gpu: bool) -> Session:
-    """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune."""
+def tune_session(cfg: ExperimentConfig) -> Session:
+    """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune;
+    streaming datasets are built here and read whole."""
     import ray.train._internal.storage as tune_storage
     import ray.tune
 
     # Tune logs every persisted checkpoint at INFO; the driver prints a line per trial.
     logging.getLogger(tune_storage.__name__).setLevel(logging.WARNING)
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    datasets = None
+    if cfg.data.name == "imagenet":
+        from agd_ray.data.imagenet import build_datasets
+
+        datasets = build_datasets(cfg.data)
     return Session(
         rank=0,
         world=1,
@@ -151,6 +159,7 @@ def tune_session(use_gpu: bool) -> Session:
         get_checkpoint=ray.tune.get_checkpoint,
         report=ray.tune.report,
         checkpoint_class=ray.tune.Checkpoint,
+        get_dataset_shard=datasets.__getitem__ if datasets else None,
         report_every_epoch=False,
     )
 
@@ -186,6 +195,9 @@ def run_training(
     rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.train.seed)
     splits = load_data(cfg.data)
+    train_data, test_data = splits.train, splits.test
+    if splits.streaming:
+        train_data, test_data = session.get_dataset_shard("train"), session.get_dataset_shard("val")
     model = build_model(cfg.model, splits.spec)
     if cfg.optimizer.name == "agd":
         orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
@@ -205,18 +217,18 @@ def run_training(
             path = os.path.join(d, CHECKPOINT_FILE)
             state = load_checkpoint(path, model, optimizer, scheduler)
 
-    sampler = GlobalBatchSampler(
-        len(splits.train), cfg.train.batch_size, rank, world, seed=cfg.train.seed
-    )
+    n_train = len(splits.train) if not splits.streaming else cfg.train.batch_size
+    sampler = GlobalBatchSampler(n_train, cfg.train.batch_size, rank, world, seed=cfg.train.seed)
     last_checkpoint = time.perf_counter()
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
         sampler.set_epoch(epoch, batch_size_at(cfg.train, epoch))
-        row, steps, samples = train_epoch(cfg, parts, splits.train, sampler, state.step)
+        row, steps, samples = train_epoch(cfg, parts, train_data, sampler, state.step)
         if scheduler is not None:
             scheduler.step()
         train_s = time.perf_counter() - start
-        row.update(evaluate(cfg, model, criterion, splits.test, rank, world, device))
+        classes = splits.spec.num_classes
+        row.update(evaluate(cfg, model, criterion, test_data, rank, world, device, classes))
         state.step += steps
         state.samples += samples
         state.wall_s += time.perf_counter() - start
@@ -368,20 +380,25 @@ def evaluate(
     rank: int,
     world: int,
     device: torch.device,
+    num_classes: int,
 ) -> dict[str, float]:
-    """Test loss and accuracy over the whole test split (each worker one shard)."""
+    """Test loss, top-1 and top-5 accuracy over the whole test split (each worker one
+    shard; sums all-reduced). Top-5 is None with fewer than 5 classes."""
     net = unwrap(model)  # no DDP forward: shards may differ in size
     net.eval()
-    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    sums = torch.zeros(4, device=device, dtype=torch.float64)
     batches = eval_batches(dataset, rank, world, cfg.train.eval_batch_size, cfg.data.loader_workers)
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = net(x)
         sums[0] += criterion(out, y) * len(y)
         sums[1] += (out.argmax(1) == y).sum()
-        sums[2] += len(y)
-    loss, correct, n = all_reduce_sum(sums).tolist()
-    return {"test_loss": loss / n, "test_acc": correct / n}
+        if num_classes >= 5:
+            sums[2] += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
+        sums[3] += len(y)
+    loss, correct, correct5, n = all_reduce_sum(sums).tolist()
+    top5 = correct5 / n if num_classes >= 5 else None
+    return {"test_loss": loss / n, "test_acc": correct / n, "test_acc5": top5}
 
 
 def _any_rank(flag: bool, session: Session) -> bool:

@@ -65,8 +65,14 @@ def make_trainer(
     # which would throttle short epochs; Train propagates this variable to it.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
     s = cfg.scaling
+    datasets = None
+    if cfg.data.name == "imagenet":  # streamed to the workers by Ray Data
+        from agd_ray.data.imagenet import build_datasets
+
+        datasets = build_datasets(cfg.data)
     return TorchTrainer(
         train_loop_per_worker,
+        datasets=datasets,
         train_loop_config=train_loop_config(cfg, trial or TrialInfo(run_name, storage_path)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers,
