@@ -56,3 +56,72 @@ def test_noise_scale_recovers_known_b_simple():
         small_sq = (smalls**2).sum(1).mean()
         est.update(small_sq, (big**2).sum(), b_small, b_big)
     assert est.value() == pytest.approx(expected, rel=0.1)
+
+
+def _synthetic_sweep(out_dir):
+    """A width x seed sweep whose test loss follows 0.3 + 2 w^-0.5 exactly."""
+    from agd_ray.config import load_config
+    from agd_ray.sweep.grid import expand
+    from agd_ray.sweep.results import write_results
+    from agd_ray.train.trainer import TrialOutcome
+
+    cfg = load_config(
+        None, ["name=syn", "sweep.grid.model.width=[16, 64, 256, 1024]", "sweep.seeds=[0, 1]"]
+    )
+    entries = []
+    for spec in expand(cfg):
+        w = spec.config["model"]["width"]
+        loss = 0.3 + 2.0 * w**-0.5
+        history = [
+            {
+                "epoch": e,
+                "step": 10 * (e + 1),
+                "samples": 100 * (e + 1),
+                "batch_size": 10,
+                "train_loss": loss + 0.1 / (e + 1),
+                "train_acc": 0.5,
+                "test_loss": loss,
+                "test_acc": 1 - loss,
+                "eta_mean": 0.1 + 0.01 * e,
+                "wall_s": 1.0 + e,
+            }
+            for e in range(3)
+        ]
+        entries.append((spec, TrialOutcome(spec.trial_id, "completed", history, params=w * 50)))
+    write_results(entries, out_dir)
+    return cfg
+
+
+def test_report_from_a_synthetic_sweep(tmp_path, monkeypatch):
+    import json
+
+    from agd_ray.analysis import report as report_module
+    from agd_ray.config import WandbConfig
+
+    _synthetic_sweep(tmp_path / "syn")
+    published = {}
+
+    def fake_publish(name, project, entity, fits, summary):
+        published.update(name=name, project=project, fits=fits, summary=summary)
+        return "https://wandb.ai/fake/report"
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # auto mode resolves to online
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr("agd_ray.analysis.wandb_report.publish", fake_publish)
+    lines = []
+    out = report_module.make_report(tmp_path / "syn", echo=lines.append, wandb_cfg=WandbConfig())
+    fits = json.loads((out / "fits.json").read_text())
+    agd = fits["test_loss_vs_width"]["agd"]
+    assert agd["alpha"] == pytest.approx(0.5, abs=0.02) and agd["E"] == pytest.approx(0.3, abs=0.01)
+    assert agd["n_seeds"] == 2
+    assert {"scaling_width.png", "eta.png"} <= {p.name for p in out.glob("*.png")}
+    assert published["name"] == "syn" and json.loads(json.dumps(published["fits"])) == fits
+    assert any("https://wandb.ai/fake/report" in line for line in lines)
+
+
+def test_report_refuses_a_folder_without_results(tmp_path):
+    from agd_ray.analysis.report import make_report
+    from agd_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no trials.parquet"):
+        make_report(tmp_path)

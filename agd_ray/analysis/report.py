@@ -288,9 +288,29 @@ class Report:
 
 
 def make_report(
-    sweep_dir: str | Path, out: str | Path | None = None, echo: Callable = print
+    sweep_dir: str | Path,
+    out: str | Path | None = None,
+    echo: Callable = print,
+    wandb_cfg=None,
 ) -> Path:
+    """Build the report; with a ``wandb_cfg`` whose mode resolves to online, also
+    publish it as a W&B Report and print its URL."""
     report = Report(sweep_dir, out)
     path = report.build()
     echo(f"report: {len(report.figures)} figures, fits.json, report.html -> {path}")
+    if wandb_cfg is None:
+        return path
+    from agd_ray.train.wandb_logger import resolve_mode
+
+    if resolve_mode(wandb_cfg) == "online":
+        from agd_ray.analysis.wandb_report import publish
+        from agd_ray.sweep.summary import format_summary, summary_from_trials
+
+        summary = format_summary(summary_from_trials(report.trials))
+        name = Path(sweep_dir).name
+        try:
+            url = publish(name, wandb_cfg.project, wandb_cfg.entity, report.fits, summary)
+            echo(f"W&B report: {url}")
+        except Exception as err:  # the local report stands on its own
+            echo(f"W&B report not published: {type(err).__name__}: {err}")
     return path
