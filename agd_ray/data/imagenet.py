@@ -45,19 +45,32 @@ def check_shards(cfg: DataConfig) -> int:
     return len(classes)
 
 
-def transforms_for(image_size: int, train: bool):
+def transforms_for(image_size: int, train: bool, normalise: bool = False):
+    """Crop (and flip) uint8 images; with ``normalise``, also to normalised float32."""
     import torch
     from torchvision.transforms import v2
 
     if train:
-        resize = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
     else:
-        resize = [v2.Resize(int(image_size * 8 / 7), antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose([*resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+        steps = [v2.Resize(int(image_size * 8 / 7), antialias=True), v2.CenterCrop(image_size)]
+    if normalise:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+    return v2.Compose(steps)
+
+
+def normalise(images):
+    """uint8 (N, 3, S, S) -> normalised float32, on whatever device the batch is on
+    (the GPU in training): the pipeline ships uint8, a quarter of the bytes."""
+    import torch
+
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
+    return (images.float() - mean) / std
 
 
 def decode_batch(batch: dict[str, np.ndarray], image_size: int, train: bool) -> dict:
-    """map_batches task: JPEG bytes -> normalised float32 (N, 3, S, S) images.
+    """map_batches task: JPEG bytes -> cropped (and flipped) uint8 (N, 3, S, S) images.
 
     Tasks rather than actors: each releases its CPU after the batch, so the train
     and validation pipelines never hold CPUs the other is waiting for."""
@@ -81,11 +94,11 @@ def build_datasets(cfg: DataConfig) -> dict:
     fs, root = _fs_and_path(cfg.root)
     datasets = {}
     for split, train in (("train", True), ("val", False)):
-        ds = ray.data.read_parquet(f"{root}/{split}", filesystem=fs).select_columns(
-            ["image", "label"]
-        )
-        if train:
-            ds = ds.randomize_block_order()
+        # Files in random order per epoch, not randomize_block_order(): that keeps the
+        # read and the decode fused into one task per block.
+        ds = ray.data.read_parquet(
+            f"{root}/{split}", filesystem=fs, shuffle="files" if train else None
+        ).select_columns(["image", "label"])
         datasets[split] = ds.map_batches(
             decode_batch,
             fn_kwargs={"image_size": cfg.image_size, "train": train},

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from agd_ray.data.imagenet import normalise
+
 
 class GlobalBatchSampler:
     """Yields this worker's slice of each global batch (a list of dataset indices).
@@ -58,7 +60,7 @@ def shard_indices(n: int, rank: int, world: int) -> range:
 
 
 def train_batches(
-    dataset: Dataset, sampler: GlobalBatchSampler, loader_workers: int
+    dataset: Dataset, sampler: GlobalBatchSampler, loader_workers: int, device=None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, y) batches for one epoch. In-memory tensors are indexed directly (no
     per-sample collate); Ray Data shards stream (Ray splits them over the workers);
@@ -69,8 +71,9 @@ def train_batches(
             batch_size=local,
             local_shuffle_buffer_size=4 * local,
             local_shuffle_seed=sampler.seed * 1_000_003 + sampler.epoch,
+            device=device,
         ):
-            yield batch["image"], batch["label"]
+            yield normalise(batch["image"]), batch["label"]
         return
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
@@ -88,12 +91,12 @@ def train_batches(
 
 
 def eval_batches(
-    dataset: Dataset, rank: int, world: int, batch_size: int, loader_workers: int
+    dataset: Dataset, rank: int, world: int, batch_size: int, loader_workers: int, device=None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This worker's share of ``dataset`` in order, for evaluation."""
     if hasattr(dataset, "iter_torch_batches"):  # Ray Data has split it already
-        for batch in dataset.iter_torch_batches(batch_size=batch_size):
-            yield batch["image"], batch["label"]
+        for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device):
+            yield normalise(batch["image"]), batch["label"]
         return
     shard = shard_indices(len(dataset), rank, world)
     if isinstance(dataset, TensorDataset):

@@ -342,7 +342,7 @@ def train_epoch(
     etas: list[torch.Tensor] = []
     agd = parts.optimizer if isinstance(parts.optimizer, AGD) else None
     steps = 0
-    for x, y in train_batches(dataset, sampler, cfg.data.loader_workers):
+    for x, y in train_batches(dataset, sampler, cfg.data.loader_workers, device):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         measure = (step0 + steps) % cfg.train.noise_scale_every == 0
         loss, out = train_step(parts, x, y, measure)
@@ -387,7 +387,9 @@ def evaluate(
     net = unwrap(model)  # no DDP forward: shards may differ in size
     net.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)
-    batches = eval_batches(dataset, rank, world, cfg.train.eval_batch_size, cfg.data.loader_workers)
+    batches = eval_batches(
+        dataset, rank, world, cfg.train.eval_batch_size, cfg.data.loader_workers, device
+    )
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = net(x)
