@@ -43,14 +43,15 @@ EPOCH_COLUMNS = [
 ]
 
 
-def agd_ray(*args, cwd=ROOT, timeout=300):
+def agd_ray(*args, cwd=ROOT, timeout=300, env=None):
+    """Run the command as a user would (a fresh process); returns the CompletedProcess."""
     return subprocess.run(
         [sys.executable, "-m", "agd_ray.cli", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ.copy(),
+        env=env if env is not None else os.environ.copy(),
     )
 
 
