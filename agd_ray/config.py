@@ -24,11 +24,6 @@ from pydantic import (
     model_validator,
 )
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "imagenet")
-ARCHS = ("fcn", "vgg16", "resnet18", "resnet50")
-OPTIMIZERS = ("agd", "sgd", "adam", "adamw", "amsgrad")
-LOSSES = ("mse", "xent")
-
 
 class ConfigError(ValueError):
     """A bad config or bad input; ``str(err)`` is ``"<key or file>: <what is wrong>"``."""

@@ -16,9 +16,8 @@ if TYPE_CHECKING:
     from agd_ray.data import DataSpec
 
 ARCHS = ("fcn", "vgg16", "resnet18", "resnet50")
-CONV_ARCHS = ("vgg16", "resnet18", "resnet50")
 
-__all__ = ["ARCHS", "CONV_ARCHS", "FCN", "VGG", "build_model", "count_params"]
+__all__ = ["ARCHS", "FCN", "VGG", "build_model", "count_params"]
 
 
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
