@@ -3,11 +3,12 @@
 Usage::
 
     orthogonal_init_(model)
-    opt = AGD(model.parameters(), gain=1.0)
-    loss.backward(); opt.step()      # float(opt.eta): the eta of that step
+    opt = AGD(model.parameters(), gain=1.0)   # weights only, as in the paper
+    opt = AGD.from_model(model)               # also biases and BatchNorm gains/shifts
+    loss.backward(); opt.step()               # float(opt.eta): the eta of that step
 
-The update, for a network with L weight tensors W_1..W_L (every parameter with
-ndim >= 2), each treated as one matrix or, for a convolution kernel of shape
+The update, for a network with L weight tensors W_1..W_L (every Linear/Conv
+weight), each treated as one matrix or, for a convolution kernel of shape
 (d_out, d_in, kx, ky), as kx*ky separate (d_out, d_in) sub-matrices:
 
     s_k = sqrt(d_out / d_in)                    (divided by sqrt(kx*ky) for a kernel)
@@ -15,9 +16,26 @@ ndim >= 2), each treated as one matrix or, for a convolution kernel of shape
     eta = log((1 + sqrt(1 + 4G)) / 2)
     W_k,sub <- W_k,sub - gain * (eta/L) * s_k * grad / ||grad||_F
 
-AGD keeps no per-parameter state. Under data parallelism the gradients have been
-all-reduced by DDP before ``step()`` runs, so every rank computes the same G and
-takes the identical step.
+Biases and normalisation gains/shifts (``AGD.from_model``; roles from
+``agd_ray.optim.roles``) add no depth: each belongs to one weight layer k, and a
+layer's extras are one more block of that layer, normalised together and moved
+within the layer's share eta/L:
+
+    N_k = sqrt(sum_e ||grad e||^2)              (e: layer k's bias, gains, shifts)
+    e  <- e - gain * (eta/L) * s_e * grad e / N_k
+    G  += (1/L) * sum_e s_e * ||grad e||^2 / N_k    (the block's first-order term)
+
+with s_e = sqrt(n) for a bias or shift of n features (an (n x 1) matrix acting on
+the constant input 1, so the layer's output moves by eta/L in RMS, as for W_k) and
+s_e = 1 for a gain (a diagonal n x n matrix). Without extras this is the paper's
+rule exactly.
+
+The step keeps no per-parameter state, reads the gradients twice (one foreach
+pass for all norms, one fused multiply-add for the update), and never syncs with
+the host: ``opt.eta`` and ``opt.G`` are 0-dim tensors on the parameters' device,
+norms are accumulated in fp32 whatever the gradients' dtype. Under data
+parallelism DDP has all-reduced the gradients before ``step()``, so every rank
+computes the same G and takes the identical step.
 """
 
 from __future__ import annotations
@@ -26,7 +44,9 @@ import math
 from collections.abc import Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+EXTRA_SCALES = {"bias": "sqrt_n", "shift": "sqrt_n", "gain": "one"}
 
 
 def scale(weight: Tensor) -> float:
@@ -36,6 +56,11 @@ def scale(weight: Tensor) -> float:
     d_out, d_in = weight.shape[0], weight.shape[1]
     receptive_field = math.prod(weight.shape[2:])  # 1 for a matrix
     return math.sqrt(d_out / d_in) / math.sqrt(receptive_field)
+
+
+def extra_scale(role: str, p: Tensor) -> float:
+    """s_e of a bias/shift (sqrt(n)) or a gain (1)."""
+    return math.sqrt(p.numel()) if role in ("bias", "shift") else 1.0
 
 
 def as_submatrices(t: Tensor) -> Tensor:
@@ -52,28 +77,66 @@ class AGD(torch.optim.Optimizer):
     """Automatic Gradient Descent: no learning rate, no schedule.
 
     Args:
-        params: the network's weight tensors (every one must have ndim >= 2; the
-            paper's networks have no biases and no BatchNorm affine parameters).
+        params: the network's weight tensors (each of ndim >= 2), or param groups.
+            A group built by ``AGD.from_model`` holds one weight layer: its weight
+            first, then its extras, with their ``roles``.
         gain: multiplies every update; 1.0 is the paper's setting.
 
     After each ``step()``, ``opt.eta`` is the step's eta as a 0-dim tensor on the
     parameters' device (``float(opt.eta)`` reads it; no host sync inside ``step``).
+    It is overwritten in place by the next step: ``opt.eta.clone()`` keeps one.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], gain: float = 1.0):
         if not gain > 0:
             raise ValueError(f"gain must be > 0, got {gain}")
-        super().__init__(params, defaults={"gain": gain})
+        super().__init__(params, defaults={"gain": gain, "roles": None})
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.ndim < 2:
+            roles = group["roles"] or ["weight"] * len(group["params"])
+            if group["roles"] and (len(roles) != len(group["params"]) or "weight" in roles[1:]):
+                raise ValueError("an AGD layer group is its weight, then its extras (roles)")
+            for p, role in zip(group["params"], roles, strict=True):
+                if role == "weight" and p.ndim < 2:
                     raise ValueError(
                         f"AGD updates weight matrices and kernels only; got a parameter of "
-                        f"shape {tuple(p.shape)} (build the model with bias: false)"
+                        f"shape {tuple(p.shape)} (build the model with bias: false, or use "
+                        f"AGD.from_model(model) for biases and BatchNorm affine parameters)"
                     )
-        self.depth = sum(len(g["params"]) for g in self.param_groups)  # L
-        self.eta: Tensor = torch.zeros(())
-        self.G: Tensor = torch.zeros(())
+                if role not in ("weight", *EXTRA_SCALES):
+                    raise ValueError(f"unknown parameter role {role!r}")
+        # L: weight layers only; extras add no depth
+        self.depth = sum(
+            (g["roles"] or ["weight"] * len(g["params"])).count("weight") for g in self.param_groups
+        )
+        # written in place by step() (so that a torch.compile'd step updates them too)
+        device = next((p.device for g in self.param_groups for p in g["params"]), None)
+        self.eta: Tensor = torch.zeros((), device=device)
+        self.G: Tensor = torch.zeros((), device=device)
+        self._plans: dict[tuple, _Plan] = {}
+
+    @classmethod
+    def from_model(cls, model: nn.Module, gain: float = 1.0) -> AGD:
+        """AGD over every trainable parameter of ``model``, each with its role (weight,
+        bias, gain, shift) and layer read from the module structure."""
+        from agd_ray.optim.roles import weight_layers
+
+        groups = [
+            {
+                "params": [layer.weight, *(p for _, p in layer.extras)],
+                "roles": ["weight", *(r for r, _ in layer.extras)],
+            }
+            for layer in weight_layers(model)
+        ]
+        return cls(groups, gain=gain)
+
+    def _plan(self) -> _Plan | None:
+        """What this step touches (the parameters with a gradient), built once per
+        pattern of present gradients and reused: no host work on the device."""
+        present = tuple(p.grad is not None for g in self.param_groups for p in g["params"])
+        plan = self._plans.get(present)
+        if plan is None:
+            plan = self._plans[present] = _Plan(self.param_groups)
+        return plan if plan.weights or plan.extras else None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -81,24 +144,110 @@ class AGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-
-        # (weight, gain) for every weight that received a gradient
-        weights = [(p, g["gain"]) for g in self.param_groups for p in g["params"]]
-        weights = [(p, gain) for p, gain in weights if p.grad is not None]
-        if not weights:
+        plan = self._plan()
+        if plan is None:
             return loss
         L = self.depth
-        norms = [submatrix_norms(p.grad) for p, _ in weights]
-
-        # G = (1/L) sum_k s_k * (sum of W_k's sub-matrix gradient norms)
-        G = torch.stack([scale(p) * n.sum() for (p, _), n in zip(weights, norms, strict=True)])
-        G = G.sum() / L
+        G, factors = plan.G_and_factors()
+        G = G / L
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
-        self.G, self.eta = G, eta
-
-        for (p, gain), n in zip(weights, norms, strict=True):
-            # gain * eta/L * s_k / ||grad||_F per sub-matrix; a zero gradient moves nothing.
-            factor = (gain * eta / L * scale(p)) / n.clamp_min(torch.finfo(n.dtype).tiny)
-            update = as_submatrices(p.grad) * factor.to(p.grad.dtype)
-            p.sub_(update.reshape(p.shape))
+        self.G.copy_(G)
+        self.eta.copy_(eta)
+        # p <- p - (gain * eta/L * s / norm) * grad, one fused multiply-add per tensor
+        factors = (factors * (eta / L)).split(plan.sizes)
+        targets, grads, facs = plan.targets()
+        facs = [
+            f.view(shape).to(t.dtype) for f, shape, t in zip(factors, facs, targets, strict=True)
+        ]
+        torch._foreach_addcmul_(targets, grads, facs, value=-1)
         return loss
+
+
+class _Plan:
+    """The parameters with a gradient, their scales and gains as device tensors."""
+
+    def __init__(self, param_groups: list[dict]):
+        self.weights: list[Tensor] = []  # weight tensors with a gradient
+        self.extras: list[list[tuple[str, Tensor]]] = []  # per layer: its extras with a grad
+        w_scale, w_gain, e_scale, e_gain = [], [], [], []
+        for group in param_groups:
+            roles = group["roles"] or ["weight"] * len(group["params"])
+            block = []
+            for p, role in zip(group["params"], roles, strict=True):
+                if p.grad is None:
+                    continue
+                if role == "weight":
+                    self.weights.append(p)
+                    n_sub = math.prod(p.shape[2:])
+                    w_scale += [scale(p)] * n_sub
+                    w_gain += [group["gain"]] * n_sub
+                else:
+                    block.append((role, p))
+                    e_scale.append(extra_scale(role, p))
+                    e_gain.append(group["gain"])
+            if block:
+                self.extras.append(block)
+        params = self.weights + [p for block in self.extras for _, p in block]
+        if not params:
+            return
+        device = params[0].device
+        f32 = dict(device=device, dtype=torch.float32)
+        self.w_scale, self.w_gain = torch.tensor(w_scale, **f32), torch.tensor(w_gain, **f32)
+        self.e_scale, self.e_gain = torch.tensor(e_scale, **f32), torch.tensor(e_gain, **f32)
+        # which layer block each extra belongs to, for the blocks' joint norms
+        self.e_block = torch.tensor(
+            [i for i, block in enumerate(self.extras) for _ in block], device=device
+        )
+        self.matrices = [i for i, p in enumerate(self.weights) if p.ndim == 2]
+        self.kernels = [i for i, p in enumerate(self.weights) if p.ndim > 2]
+        self.sizes = [math.prod(p.shape[2:]) for p in self.weights] + [1] * len(e_scale)
+        self.params = params
+
+    def G_and_factors(self) -> tuple[Tensor, Tensor]:
+        """(L * G, gain * s / norm for every sub-matrix and extra), all on the device."""
+        parts = [self.weight_terms()] if self.weights else []
+        if self.extras:
+            parts.append(self.extra_terms())
+        return torch.stack([G for G, _ in parts]).sum(), torch.cat([f for _, f in parts])
+
+    def weight_norms(self) -> Tensor:
+        """||grad||_F of every weight sub-matrix, concatenated, fp32."""
+        norms: list[Tensor | None] = [None] * len(self.weights)
+        # one foreach pass for all matrices; kernels need a norm per sub-matrix
+        grads = [self.weights[i].grad for i in self.matrices]
+        mats = torch._foreach_norm(grads, 2, dtype=torch.float32) if grads else []
+        for i, n in zip(self.matrices, mats, strict=True):
+            norms[i] = n.reshape(1)
+        for i in self.kernels:
+            norms[i] = submatrix_norms(self.weights[i].grad)
+        return torch.cat(norms)
+
+    def weight_terms(self) -> tuple[Tensor, Tensor]:
+        """The weights' part of L * G, and their factors gain * s_k / ||grad||_F."""
+        n = self.weight_norms()
+        factors = self.w_gain * self.w_scale / n.clamp_min(torch.finfo(n.dtype).tiny)
+        return (self.w_scale * n).sum(), factors
+
+    def extra_terms(self) -> tuple[Tensor, Tensor]:
+        """The extras' part of L * G, and their factors gain * s_e / N_k."""
+        grads = [p.grad for block in self.extras for _, p in block]
+        n = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        blocks = torch.zeros(len(self.extras), device=n.device)
+        blocks = blocks.index_add_(0, self.e_block, n.square()).sqrt()
+        N = blocks[self.e_block].clamp_min(torch.finfo(n.dtype).tiny)
+        return (self.e_scale * n.square() / N).sum(), self.e_gain * self.e_scale / N
+
+    def targets(self) -> tuple[list[Tensor], list[Tensor], list[tuple[int, ...]]]:
+        """In-place targets, their gradients, and the shape each factor broadcasts to:
+        (d_out, d_in, n_sub) views of the weights (factors over the last dim)."""
+        targets, grads, shapes = [], [], []
+        for p in self.weights:
+            targets.append(p.view(p.shape[0], p.shape[1], -1))
+            grads.append(as_submatrices(p.grad))
+            shapes.append((-1,))
+        for block in self.extras:
+            for _, p in block:
+                targets.append(p)
+                grads.append(p.grad)
+                shapes.append((1,) * p.ndim or ())
+        return targets, grads, shapes

@@ -1,4 +1,5 @@
-"""Build an optimizer from its config: AGD, or one of torch's own baseline classes."""
+"""Build an optimizer from its config: AGD and its variants, the curvature-rescaled
+step, or one of torch's own baseline classes."""
 
 from __future__ import annotations
 
@@ -8,18 +9,34 @@ import torch
 from torch import nn
 
 from agd_ray.optim.agd import AGD
+from agd_ray.optim.curvature import CurvatureStep
+from agd_ray.optim.spectral import AGDSpectral
 
 if TYPE_CHECKING:
     from agd_ray.config import OptimizerConfig
 
-OPTIMIZERS = ("agd", "sgd", "adam", "adamw", "amsgrad")
+OPTIMIZERS = ("agd", "agd_spectral", "curvature", "sgd", "adam", "adamw", "amsgrad")
 
 
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AGD with ``cfg.gain``, or a torch baseline with the config's hyperparameters."""
+    """AGD (each parameter's role from the model's structure), spectral AGD, the
+    curvature step, or a torch baseline with the config's hyperparameters."""
+    model = getattr(model, "module", model)  # DDP: the roles come from the wrapped model
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "agd":
-        return AGD(params, gain=cfg.gain)
+        return AGD.from_model(model, gain=cfg.gain)
+    if cfg.name == "agd_spectral":
+        return AGDSpectral.from_model(model, gain=cfg.gain, ns_steps=cfg.ns_steps)
+    if cfg.name == "curvature":
+        return CurvatureStep(
+            params,
+            direction=cfg.direction,
+            lam=cfg.lam,
+            momentum=cfg.momentum,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            beta3=cfg.beta3,
+        )
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,
@@ -46,7 +63,7 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The baseline's learning-rate schedule (stepped once per epoch), or None."""
     sched = torch.optim.lr_scheduler
-    if cfg.name == "agd" or cfg.schedule == "constant":
+    if cfg.schedule == "constant":  # the only choice for agd, agd_spectral, curvature
         return None
     if cfg.schedule == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=epochs)

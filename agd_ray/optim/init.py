@@ -1,5 +1,7 @@
 """AGD's initialisation: every weight matrix (every kernel sub-matrix) is a uniformly
-random semi-orthogonal matrix scaled by s_k, so all its singular values equal s_k."""
+random semi-orthogonal matrix scaled by s_k, so all its singular values equal s_k.
+Biases of Linear/Conv layers start at zero; normalisation gains and shifts keep
+PyTorch's 1 and 0."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ def orthogonal_init_(module: nn.Module) -> nn.Module:
     ``torch.nn.init.orthogonal_`` draws from the Haar measure (QR of a Gaussian
     matrix with the sign correction), i.e. uniformly over semi-orthogonal matrices.
     """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.bias is not None:
+            m.bias.zero_()
     for p in module.parameters():
         if p.ndim < 2:
             continue

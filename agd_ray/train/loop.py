@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from agd_ray.config import ExperimentConfig, TrainConfig, validate_config
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
-from agd_ray.optim import AGD, build_optimizer, build_scheduler, orthogonal_init_
+from agd_ray.optim import AGD, CurvatureStep, build_optimizer, build_scheduler, orthogonal_init_
 from agd_ray.train.batches import GlobalBatchSampler, eval_batches, train_batches
 from agd_ray.train.noise import LocalGradNorm, NoiseScale, grad_sq_norm, local_norm_hook
 from agd_ray.train.wandb_logger import WandbLogger
@@ -199,7 +199,7 @@ def run_training(
     if splits.streaming:
         train_data, test_data = session.get_dataset_shard("train"), session.get_dataset_shard("val")
     model = build_model(cfg.model, splits.spec)
-    if cfg.optimizer.name == "agd":
+    if cfg.optimizer.name in ("agd", "agd_spectral"):
         orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
     params = count_params(model)
     model = session.prepare_model(model)
@@ -325,8 +325,27 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
             world = dist.get_world_size()
             local = len(y)
             parts.noise.update(parts.local_norm.take(), grad_sq_norm(params), local, local * world)
-    parts.optimizer.step()
+    if isinstance(parts.optimizer, CurvatureStep):
+        parts.optimizer.step(loss_fn=batch_loss_fn(parts, x, y))
+    else:
+        parts.optimizer.step()
     return loss.detach(), out.detach()
+
+
+def batch_loss_fn(parts: Parts, x: torch.Tensor, y: torch.Tensor):
+    """The batch loss as a function of the optimizer's parameter tensors (in order),
+    for the curvature step's H d. Buffers are copies: BatchNorm's running statistics
+    are not updated a second time."""
+    net = unwrap(parts.model)
+    names = {id(p): n for n, p in net.named_parameters()}
+    order = [names[id(p)] for g in parts.optimizer.param_groups for p in g["params"]]
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+
+    def loss_of(params):
+        state = {**buffers, **dict(zip(order, params, strict=True))}
+        return parts.criterion(torch.func.functional_call(net, state, (x,)), y)
+
+    return loss_of
 
 
 def train_epoch(
@@ -351,7 +370,7 @@ def train_epoch(
         correct += (out.argmax(1) == y).sum()
         count += len(y)
         if agd is not None:
-            etas.append(agd.eta)
+            etas.append(agd.eta.clone())  # step() overwrites it in place
         if parts.logger.active and (step0 + steps) % parts.logger.every == 0:
             metrics = {"train/loss": float(loss)}
             if agd is not None:
