@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 
 # Ray packs the working dir and builds a fresh venv per worker when the driver is
 # started by `uv run`; workers here already share the driver's environment, and
@@ -42,6 +43,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_out(args.out, cfg.name)
     import pyarrow.parquet as pq
 
     from agd_ray.sweep.grid import expand
@@ -102,8 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out(out: str, name: str) -> None:
+    """Refuse an unusable --out before Ray starts: OUT/<name> must be a folder we can
+    create or write to (nothing is created here; a bad config leaves no trace)."""
+    path = Path(out).absolute() / name
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}", f"{existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}", f"{existing} is not writable")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_out(args.out, cfg.name)
     from agd_ray.train.trainer import run_train  # imports Ray: only after validation
 
     outcome = run_train(cfg, args.out)

@@ -9,6 +9,7 @@ Unknown keys and invalid values raise ConfigError, whose message names the key
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,9 +74,20 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: Literal["agd", "sgd", "adam", "adamw", "amsgrad"] = "agd"
+    name: Literal["agd", "agd_spectral", "curvature", "sgd", "adam", "adamw", "amsgrad"] = "agd"
+    """agd: the paper's; agd_spectral: AGD with Newton-Schulz-orthogonalised updates;
+    curvature: de Gournay & Gossard's curvature-rescaled step; the rest: torch's."""
     gain: PositiveFloat = 1.0
     """AGD: multiplies every update (the paper: 1)."""
+    ns_steps: PositiveInt = 10
+    """agd_spectral: Newton-Schulz iterations per update."""
+    direction: Literal["sgd", "adam"] = "sgd"
+    """curvature: the base direction (sgd uses momentum; adam uses betas and eps)."""
+    lam: PositiveFloat = 0.5
+    """curvature: step factor; on a quadratic 1/2 is the exact line minimiser along
+    the direction and 1 the largest step that does not increase the loss."""
+    beta3: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """curvature: moving-average factor of the curvature estimate."""
     lr: PositiveFloat | None = None
     """Baselines' learning rate (adam/adamw/amsgrad default 1e-3; sgd needs one)."""
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -95,11 +107,15 @@ class OptimizerConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
-        if self.name == "agd":
+        if self.name in ("agd", "agd_spectral", "curvature"):
+            what = {"agd": "AGD", "agd_spectral": "spectral AGD"}.get(self.name, "curvature")
+            scale_with = "lam" if self.name == "curvature" else "gain"
             if self.lr is not None:
-                raise ValueError("lr: AGD has no learning rate (use gain to scale its steps)")
+                raise ValueError(
+                    f"lr: {what} has no learning rate (use {scale_with} to scale its steps)"
+                )
             if self.schedule != "constant":
-                raise ValueError("schedule: AGD has no schedule (use train.batch_schedule)")
+                raise ValueError(f"schedule: {what} has no schedule (use train.batch_schedule)")
             return self
         if self.lr is None:
             if self.name == "sgd":
@@ -216,6 +232,22 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Experimen
     return validate_config(raw)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last,
+    silently dropping the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -223,9 +255,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as err:
-        raise ConfigError(str(path), f"cannot read: {err.strerror}") from err
+        raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "cannot read: not a UTF-8 text file") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
@@ -314,8 +348,19 @@ def _to_config_error(err: ValidationError) -> ConfigError:
         return ConfigError(key, f"unknown key{hint}")
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "literal_error":
-        valid = msg.removeprefix("Input should be ")
-        return ConfigError(key, f"unknown value {e.get('input')!r}; valid: {valid}")
+        names = re.findall(r"'([^']*)'", e["ctx"]["expected"])
+        near = difflib.get_close_matches(str(e.get("input")), names, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        valid = ", ".join(names)
+        return ConfigError(key, f"unknown value {e.get('input')!r} ({hint}valid: {valid})")
+    if e["type"] == "list_type":
+        return ConfigError(key, f"expected a list, got {e.get('input')!r}")
+    if e["type"] in ("model_type", "dict_type"):
+        return ConfigError(key, f"expected a section of key: value pairs, got {e.get('input')!r}")
+    if e["type"] == "string_pattern_mismatch" and key == "name":
+        return ConfigError(
+            key, f"{e.get('input')!r}: use letters, digits, '_', '.' and '-' (it names a folder)"
+        )
     if e["type"] == "value_error" and ": " in msg:
         # our own validators write "field: problem" (or "section.field: problem")
         sub, problem = msg.split(": ", 1)

@@ -164,10 +164,10 @@ def _teacher_data(n=256, d=10, k=3):
     return x, (x @ torch.randn(d, k)).argmax(1)
 
 
-def _train(model, opt, x, y, steps=60, **step_kwargs):
+def _train(model, opt, x, y, steps=60, criterion=nn.functional.cross_entropy):
     losses = []
     for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = criterion(model(x), y)
         opt.zero_grad()
         loss.backward()
         if isinstance(opt, CurvatureStep):
@@ -175,7 +175,7 @@ def _train(model, opt, x, y, steps=60, **step_kwargs):
 
             def loss_fn(ps, names=names):
                 out = torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (x,))
-                return nn.functional.cross_entropy(out, y)
+                return criterion(out, y)
 
             opt.step(loss_fn=loss_fn)
         else:
@@ -254,10 +254,14 @@ def test_curvature_step_on_a_quadratic(direction):
     assert results[1.0][1] == pytest.approx(f0, rel=1e-4, abs=1e-4)
 
 
-def test_curvature_step_trains_an_fcn():
+@pytest.mark.parametrize("direction", ["sgd", "adam"])
+def test_curvature_step_trains_an_fcn_with_the_loops_square_loss(direction):
+    from agd_ray.train.loop import loss_fn
+
     x, y = _teacher_data()
     model = FCN(3, 64, 10, 3, bias=True)
-    losses = _train(model, CurvatureStep(model.parameters(), direction="adam", lam=0.5), x, y)
+    opt = CurvatureStep(model.parameters(), direction=direction, lam=0.5)
+    losses = _train(model, opt, x, y, criterion=loss_fn("mse", 3))
     assert losses[-1] < 0.5 * losses[0]
 
 

@@ -71,8 +71,13 @@ def baseline_points(index: int, entry: dict[str, Any]) -> list[dict[str, Any]]:
     return grid_points(grid)
 
 
-def check_grid_keys(grid: dict[str, list[Any]]) -> None:
+def check_grid_keys(grid: dict[str, list[Any]], baselines: list[Any] = ()) -> None:
     valid = [k for k in config_keys() if "." in k and not k.startswith("sweep.")]
+    if "optimizer.name" in grid and baselines:  # the grid would rename every baseline
+        raise ConfigError(
+            "sweep.grid.optimizer.name",
+            "conflicts with sweep.baselines; list the other optimizers under sweep.baselines",
+        )
     for key, values in grid.items():
         if key not in valid:
             near = difflib.get_close_matches(key, valid, n=1)
@@ -85,7 +90,7 @@ def check_grid_keys(grid: dict[str, list[Any]]) -> None:
 def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
     """All trials of the sweep, validated, in a deterministic order (stable ids)."""
     grid = cfg.sweep.grid
-    check_grid_keys(grid)
+    check_grid_keys(grid, cfg.sweep.baselines)
     if not cfg.sweep.seeds:
         raise ConfigError("sweep.seeds", "empty list")
     base = cfg.model_dump(mode="json", exclude={"sweep"})
@@ -130,4 +135,7 @@ def _validate(raw: dict[str, Any], point: dict[str, Any], where: str) -> Experim
             raise ConfigError(
                 f"{where}.{err.key.removeprefix('optimizer.')}", err.problem
             ) from None
-        raise
+        # a key that is not swept, made invalid by the grid point: say which point
+        at = ", ".join(f"{k}={json.dumps(v)}" for k, v in point.items())
+        problem = f"{err.problem} (at grid point {at})" if at else err.problem
+        raise ConfigError(err.key, problem) from None

@@ -15,6 +15,7 @@ multi-worker ones).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agd_ray.config import ConfigError, DataConfig, ExperimentConfig, validate_config
+from agd_ray.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    ScalingConfig,
+    validate_config,
+)
 from agd_ray.data import prepare_data
 from agd_ray.sweep.grid import TrialSpec, expand
 from agd_ray.sweep.results import write_results
@@ -177,13 +184,22 @@ def default_concurrency(specs: list[TrialSpec]) -> int:
     return max(1, int(min(limits)))
 
 
+def _grid_key_namer(cfg: ExperimentConfig) -> Callable[[str], str]:
+    """Maps a config key to where the user set it: ``sweep.grid.<key>`` if swept."""
+    return lambda key: f"sweep.grid.{key}" if key in cfg.sweep.grid else key
+
+
 def run_sweep(
     cfg: ExperimentConfig, out: str | Path, resume: bool = False, echo: Callable = print
 ) -> dict[str, TrialOutcome]:
     """Run (or, with ``resume``, finish) the sweep; returns the outcomes by trial id."""
     specs = expand(cfg)  # validates every trial's config before anything starts
-    for data in {s.config["data"]["name"]: s.config["data"] for s in specs}.values():
-        prepare_data(DataConfig(**data))
+    grid_key = _grid_key_namer(cfg)
+    for data in {json.dumps(s.config["data"], sort_keys=True) for s in specs}:
+        try:
+            prepare_data(DataConfig(**json.loads(data)))
+        except ConfigError as err:  # e.g. a swept data.root that does not exist
+            raise ConfigError(grid_key(err.key), err.problem) from None
     paths = sweep_paths(cfg, out)
     store = OutcomeStore(paths.outcomes)
     stored = store.all()
@@ -194,6 +210,12 @@ def run_sweep(
             "or choose another --out or name",
         )
     todo = [s for s in specs if not (s.trial_id in stored and stored[s.trial_id].status in DONE)]
+    if todo:  # refuse trials the cluster can never hold before writing anything
+        from agd_ray.train.resources import check_resources
+        from agd_ray.train.trainer import ensure_ray
+
+        ensure_ray()
+        check_resources([ScalingConfig(**s.config["scaling"]) for s in todo], grid_key)
     write_results([(s, stored.get(s.trial_id)) for s in specs], paths.out_dir)
     if not todo:
         echo(f"all {len(specs)} trials of {cfg.name} are finished; nothing to run")
@@ -201,12 +223,9 @@ def run_sweep(
 
     from ray import tune
 
-    from agd_ray.train.trainer import ensure_ray
-
     # Checkpoints are kept per trial (num_to_keep), which forces an experiment
     # snapshot each time: wanted, since it is what --resume restores from.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ensure_ray()
     concurrency = cfg.sweep.max_concurrent_trials or default_concurrency(specs)
     echo(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "

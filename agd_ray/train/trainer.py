@@ -32,6 +32,7 @@ from agd_ray.train.loop import (
     train_loop_config,
     train_loop_per_worker,
 )
+from agd_ray.train.resources import check_resources
 
 
 @dataclass
@@ -124,6 +125,7 @@ def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcom
         f"{cfg.train.batch_size}, {cfg.scaling.num_workers} worker(s)"
     )
     ensure_ray()
+    check_resources([cfg.scaling])  # fail now rather than wait forever for them
     queue = Queue()
     stop = threading.Event()
 
