@@ -127,6 +127,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"partial results in {out}/", file=sys.stderr)
         return 1
     last = outcome.history[-1]
+    if outcome.status == "diverged":
+        print(
+            f"diverged: a non-finite loss or weight at step {last.get('diverged_step')} "
+            f"(epoch {last['epoch'] + 1}); training stopped there",
+            file=sys.stderr,
+        )
     print(
         f"{outcome.status}: test_acc {last['test_acc']:.4f}  test_loss {last['test_loss']:.4f}"
         f"  ({last['step']} steps, {last['wall_s']:.1f}s)  -> {out}/trials.parquet, "

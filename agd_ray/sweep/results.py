@@ -30,6 +30,8 @@ TRIAL_COLUMNS = {
     "steps": pa.int64(),
     "samples": pa.int64(),
     "wall_s": pa.float64(),
+    "diverged_epoch": pa.int64(),  # where a diverged trial first met a non-finite
+    "diverged_step": pa.int64(),  # loss or weight (null otherwise)
 }
 
 EPOCH_COLUMNS = {
@@ -70,6 +72,8 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome | None) -> dict[str, Any]:
         "steps": last.get("step", 0),
         "samples": last.get("samples", 0),
         "wall_s": last.get("wall_s", 0.0),
+        "diverged_epoch": last.get("epoch") if last.get("diverged_step") is not None else None,
+        "diverged_step": last.get("diverged_step"),
     }
 
 

@@ -246,7 +246,11 @@ def run_training(
         }
         state.history.append(row)
         state.epoch = epoch + 1
-        finite = all(math.isfinite(row[k]) for k in ("train_loss", "test_loss"))
+        finite = row["diverged_step"] is None and all(
+            math.isfinite(row[k]) for k in ("train_loss", "test_loss")
+        )
+        if not finite and row["diverged_step"] is None:
+            row["diverged_step"] = state.step  # a non-finite test loss: this epoch's end
         done = not finite or state.epoch == cfg.train.epochs
         state.status = ("diverged" if not finite else "completed") if done else "running"
         due = (epoch + 1) % cfg.train.checkpoint_every == 0
@@ -351,16 +355,26 @@ def batch_loss_fn(parts: Parts, x: torch.Tensor, y: torch.Tensor):
     return loss_of
 
 
+DIVERGENCE_CHECK_EVERY = 50
+"""Steps between the (all-ranks) checks for a non-finite loss inside an epoch: a
+diverged run stops within this many steps, at one host sync per check."""
+
+
 def train_epoch(
     cfg: ExperimentConfig, parts: Parts, dataset, sampler: GlobalBatchSampler, step0: int
 ) -> tuple[dict[str, Any], int, int]:
     """One pass -> (metrics, steps, samples). Metrics accumulate on the device and are
-    read once at the end (no host sync per step, except when logging to W&B)."""
+    read once at the end (no host sync per step, except when logging to W&B).
+
+    A non-finite loss, or non-finite weights at the end, ends the epoch early; the
+    row's ``diverged_step`` is then the global step at which it was first seen."""
     parts.model.train()
     device = parts.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
+    never = torch.iinfo(torch.int64).max
+    first_bad = torch.full((), never, device=device, dtype=torch.int64)  # global step
     etas: list[torch.Tensor] = []
     agd = parts.optimizer if isinstance(parts.optimizer, AGD) else None
     steps = 0
@@ -369,6 +383,7 @@ def train_epoch(
         measure = (step0 + steps) % cfg.train.noise_scale_every == 0
         loss, out = train_step(parts, x, y, measure)
         steps += 1
+        first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp_max(step0 + steps))
         loss_sum += loss * len(y)
         correct += (out.argmax(1) == y).sum()
         count += len(y)
@@ -379,10 +394,18 @@ def train_epoch(
             if agd is not None:
                 metrics.update({"train/eta": float(agd.eta), "train/G": float(agd.G)})
             parts.logger.log_step(step0 + steps, metrics)
+        if steps % DIVERGENCE_CHECK_EVERY == 0 and _first_on_any_rank(first_bad) != never:
+            break  # every rank sees the same minimum and stops at the same step
+    weights_finite = torch.stack(
+        [torch.isfinite(p).all() for g in parts.optimizer.param_groups for p in g["params"]]
+    ).all()
+    first_bad = torch.where(weights_finite, first_bad, first_bad.clamp_max(step0 + steps))
+    first_bad = _first_on_any_rank(first_bad)
     totals = all_reduce_sum(torch.stack([loss_sum, correct, count])).tolist()
     row: dict[str, Any] = {
-        "train_loss": totals[0] / totals[2],
-        "train_acc": totals[1] / totals[2],
+        "train_loss": totals[0] / totals[2] if totals[2] else float("nan"),
+        "train_acc": totals[1] / totals[2] if totals[2] else float("nan"),
+        "diverged_step": None if first_bad == never else first_bad,
     }
     if etas:
         eta = torch.stack(etas).float()
@@ -391,6 +414,14 @@ def train_epoch(
         row.update(eta_mean=None, eta_min=None, eta_max=None)
     row["noise_scale"] = parts.noise.value() if parts.noise is not None else None
     return row, steps, int(totals[2])
+
+
+def _first_on_any_rank(step: torch.Tensor) -> int:
+    """The smallest of every rank's ``step`` (a host sync; an all-reduce when distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        step = step.clone()
+        dist.all_reduce(step, op=dist.ReduceOp.MIN)
+    return int(step)
 
 
 @torch.no_grad()
