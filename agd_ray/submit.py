@@ -13,6 +13,7 @@ import asyncio
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from agd_ray.config import ConfigError, load_config
@@ -52,6 +53,19 @@ def job_entrypoint(config: str, overrides: list[str], out: str | None) -> str:
     return shlex.join(args)
 
 
+def _submit_when_ready(client, wait_s: float = 90.0, **job) -> str:
+    """Submit; a head that has just started answers "No available agent" until its
+    job agent registers, so that answer is retried for up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 def submit(
     config: str,
     address: str,
@@ -79,7 +93,8 @@ def submit(
             "--address", f"cannot reach a Ray dashboard at {address}: {err}"
         ) from None
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    job_id = client.submit_job(
+    job_id = _submit_when_ready(
+        client,
         entrypoint=job_entrypoint(str(relative), list(overrides), out),
         runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env},
     )

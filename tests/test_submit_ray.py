@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ import pytest
 from test_cli import agd_ray
 
 BIN = Path(sys.executable).parent
+SECRET = f"planted-{uuid.uuid4().hex}"  # made here: the job's copy of this file has no key
 
 
 def free_port() -> int:
@@ -27,6 +29,7 @@ def free_port() -> int:
 def test_submit_runs_the_sweep_as_a_job(tmp_path):
     port, dashboard = free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths <= 107
     head = subprocess.Popen(
         [
             BIN / "ray",
@@ -36,10 +39,14 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
             f"--port={port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # the agents' default ports clash with any other Ray on this machine
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--num-cpus=2",
             "--block",
-            # short: Ray's socket paths must fit in 107 characters
-            f"--temp-dir={tempfile.mkdtemp(prefix='ray', dir='/tmp')}",
+            f"--temp-dir={temp_dir}",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -78,7 +85,7 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
             "sweep.report=false",
             "--set",
             "wandb.mode=disabled",
-            env=env,
+            env={**env, "WANDB_API_KEY": SECRET},  # the head was started without it
             timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -86,6 +93,22 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
         assert "[2/2]" in run.stdout  # the job's own progress lines were streamed
         trials = pq.read_table(out / "sub/trials.parquet").to_pylist()
         assert [t["status"] for t in trials] == ["completed", "completed"]
+
+        # The key reached the job through its runtime environment only...
+        from ray.job_submission import JobSubmissionClient
+
+        job_id = run.stdout.split("submitted job ")[1].split()[0]
+        info = JobSubmissionClient(address).get_job_info(job_id)
+        assert info.runtime_env["env_vars"]["WANDB_API_KEY"] == SECRET
+        # ...and was written nowhere we write: results, checkpoints, the job's logs, the
+        # head's logs. Ray's own runtime-env agent logs every runtime env it creates,
+        # env_vars included (Ray 2.60, runtime_env_agent.py): the one place it shows,
+        # documented in cluster/README.md.
+        assert SECRET not in run.stdout + run.stderr
+        written = [p for p in (*out.rglob("*"), *Path(temp_dir).rglob("*")) if p.is_file()]
+        assert len(written) > 10
+        leaked = {p.name for p in written if SECRET.encode() in p.read_bytes()}
+        assert leaked <= {"runtime_env_agent.log"}, leaked
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=60)
