@@ -1,5 +1,6 @@
 """Kill a sweep's driver part-way (SIGKILL to its whole process group, Ray included),
-then ``--resume``: every trial appears once, finished trials are not re-run."""
+then ``--resume``: every trial appears once, finished trials are not re-run, and
+interrupted trials continue from their last checkpoint."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 pytestmark = pytest.mark.ray
 
@@ -28,6 +30,8 @@ ARGS = [
     "sweep.max_concurrent_trials=2",
     "--set",
     "sweep.baselines=[]",
+    "--set",
+    "train.checkpoint_min_s=0",  # a checkpoint every epoch
 ]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +70,13 @@ def test_resume_after_driver_is_killed(tmp_path):
     driver.wait()
     done_before = {p.name: p.stat().st_mtime_ns for p in outcomes.glob("*.json")}
     assert 1 <= len(done_before) < 4
+    # the latest checkpoint of each trial that was cut short
+    latest = {}
+    for path in sorted((tmp_path / "killed/ray/tune").rglob("checkpoint_*/state.pt")):
+        state = torch.load(path, weights_only=False)["state"]
+        if state["status"] == "running":
+            latest[path.parent.parent] = state["history"]
+    assert latest, "no interrupted trial had a checkpoint"
 
     resumed = _sweep(tmp_path, "--resume")
     out, _ = resumed.communicate(timeout=300)
@@ -77,6 +88,15 @@ def test_resume_after_driver_is_killed(tmp_path):
     for t in trials:
         assert sorted(e["epoch"] for e in epochs if e["trial_id"] == t["trial_id"]) == list(
             range(12)
+        )
+    # interrupted trials resumed from their checkpoint: the epochs before it are the
+    # very rows it held (their timings included), not a second run of them
+    for history in latest.values():
+        rates = [h["samples_per_s"] for h in history]
+        assert any(
+            [e["samples_per_s"] for e in epochs if e["trial_id"] == t["trial_id"]][: len(rates)]
+            == rates
+            for t in trials
         )
     # trials that had finished were not run again
     for name, mtime in done_before.items():
