@@ -1,5 +1,7 @@
 """Sweep expansion, batch ramps and the summary table (no Ray)."""
 
+from pathlib import Path
+
 import pytest
 
 from agd_ray.config import ConfigError, load_config
@@ -115,3 +117,12 @@ def test_summary_sets_agd_against_the_best_of_each_grid():
     assert d4[1].best_acc == 0.65
     text = format_summary(table)
     assert "depth=2 seed=0" in text and "lr=0.01" in text and "(1 diverged)" in text
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_experiment_validates_and_expands(path):
+    cfg = load_config(path)
+    trials = expand(cfg)
+    assert trials and len({t.trial_id for t in trials}) == len(trials)
