@@ -312,3 +312,15 @@ def test_autocast_training_step_runs_and_learns():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_channels_last_kernels_step_like_contiguous_ones():
+    torch.manual_seed(0)
+    a = nn.Parameter(torch.randn(8, 4, 3, 3))
+    b = nn.Parameter(a.detach().clone().to(memory_format=torch.channels_last))
+    a.grad = torch.randn(8, 4, 3, 3)
+    b.grad = a.grad.clone().to(memory_format=torch.channels_last)
+    assert not b.is_contiguous()
+    AGD([a]).step()
+    AGD([b]).step()
+    assert torch.allclose(a.detach(), b.detach(), atol=1e-6)

@@ -238,16 +238,17 @@ class _Plan:
         return (self.e_scale * n.square() / N).sum(), self.e_gain * self.e_scale / N
 
     def targets(self) -> tuple[list[Tensor], list[Tensor], list[tuple[int, ...]]]:
-        """In-place targets, their gradients, and the shape each factor broadcasts to:
-        (d_out, d_in, n_sub) views of the weights (factors over the last dim)."""
+        """In-place targets, their gradients, and the shape each factor takes to
+        broadcast: (kx, ky) over a kernel's sub-matrices (any memory layout), a
+        0-dim scalar for a matrix or an extra."""
         targets, grads, shapes = [], [], []
         for p in self.weights:
-            targets.append(p.view(p.shape[0], p.shape[1], -1))
-            grads.append(as_submatrices(p.grad))
-            shapes.append((-1,))
+            targets.append(p)
+            grads.append(p.grad)
+            shapes.append(tuple(p.shape[2:]))
         for block in self.extras:
             for _, p in block:
                 targets.append(p)
                 grads.append(p.grad)
-                shapes.append((1,) * p.ndim or ())
+                shapes.append(())
         return targets, grads, shapes
