@@ -64,45 +64,98 @@ def normalise(images):
     (the GPU in training): the pipeline ships uint8, a quarter of the bytes."""
     import torch
 
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
-    return (images.float() - mean) / std
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    scale = 1.0 / (255 * std)
+    bias = -torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) / std
+    # One float buffer, converted into and scaled in place: (x - 255m) / 255s as
+    # x * scale + bias, without the temporaries of the plain expression (2-3x
+    # faster on a CPU, where memory traffic dominates).
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    return out.copy_(images).mul_(scale).add_(bias)
+
+
+CHUNK = 64  # images per output block of the decode
 
 
 def decode_batch(batch: dict[str, np.ndarray], image_size: int, train: bool) -> dict:
-    """map_batches task: JPEG bytes -> cropped (and flipped) uint8 (N, 3, S, S) images.
+    """JPEG bytes -> cropped (and flipped) uint8 (N, 3, S, S) images.
 
-    Tasks rather than actors: each releases its CPU after the batch, so the train
+    Tasks rather than actors: each releases its CPU after its shard, so the train
     and validation pipelines never hold CPUs the other is waiting for."""
     import torch
     from torchvision.io import ImageReadMode, decode_image
 
     transform = transforms_for(image_size, train)
-    images = [
-        transform(
-            decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
-        )
-        for data in batch["image"]
-    ]
-    return {"image": torch.stack(images).numpy(), "label": np.asarray(batch["label"], np.int64)}
+    labels = np.asarray(batch["label"], np.int64)
+    images = np.empty((len(labels), 3, image_size, image_size), np.uint8)
+    out = torch.from_numpy(images)  # crops are written in place: no stacking copy
+    for i, data in enumerate(batch["image"]):
+        jpeg = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        out[i] = transform(decode_image(jpeg, ImageReadMode.RGB))
+    return {"image": images, "label": labels}
+
+
+def decode_blocks(batch: dict[str, np.ndarray], image_size: int, train: bool):
+    """map_batches generator over a whole read block (a shard, or part of a large
+    one): decoded CHUNK images at a time, each chunk its own output block (the
+    datasets' target block size is one chunk), so a consumer gets a shard's first
+    images long before its last are decoded and a task holds one chunk of crops."""
+    for start in range(0, len(batch["label"]), CHUNK):
+        chunk = {key: column[start : start + CHUNK] for key, column in batch.items()}
+        yield decode_batch(chunk, image_size, train)
+
+
+def _shard_count(fs, folder: str) -> int:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sum(1 for i in infos if i.path.endswith(".parquet"))
+
+
+def _read_shards(folder: str, fs, shuffle: bool):
+    """One read task per shard, fused with its decode (see build_datasets).
+
+    Through Ray Data's V1 Parquet reader: the V2 reader (the default in Ray 2.60)
+    lists every pass with a pool of footer-reading actors (seconds per epoch on a
+    small machine) and bin-packs shards into read units of up to 128 MiB of JPEG
+    bytes, which turns a small split into a single serial task and ignores
+    ``override_num_blocks``."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(
+            folder,
+            filesystem=fs,
+            shuffle="files" if shuffle else None,
+            # exactly one block per shard: more would split the blocks after the
+            # read (SplitBlocks), which stops the read and the decode from fusing
+            override_num_blocks=max(1, _shard_count(fs, folder)),
+        ).select_columns(["image", "label"])
+    finally:
+        ctx.use_datasource_v2 = previous
 
 
 def build_datasets(cfg: DataConfig) -> dict:
-    """{"train": ..., "val": ...} Ray Datasets, decoded lazily and streamed."""
-    import ray.data
+    """{"train": ..., "val": ...} Ray Datasets, decoded lazily and streamed.
 
+    Each shard is read and decoded by one task (read_parquet -> map_batches fused):
+    ``batch_size=None`` hands the decode whole read blocks, since a fixed batch
+    size keeps Ray from fusing a map into the read before it; the decode then
+    emits blocks of CHUNK images. Shards are taken in a random order per epoch for
+    training (files shuffled: the read and the decode stay fused, unlike with
+    randomize_block_order())."""
     fs, root = _fs_and_path(cfg.root)
     datasets = {}
     for split, train in (("train", True), ("val", False)):
-        # Files in random order per epoch, not randomize_block_order(): that keeps the
-        # read and the decode fused into one task per block.
-        ds = ray.data.read_parquet(
-            f"{root}/{split}", filesystem=fs, shuffle="files" if train else None
-        ).select_columns(["image", "label"])
-        datasets[split] = ds.map_batches(
-            decode_batch,
+        ds = _read_shards(f"{root}/{split}", fs, shuffle=train).map_batches(
+            decode_blocks,
             fn_kwargs={"image_size": cfg.image_size, "train": train},
-            batch_size=64,
+            batch_size=None,
             batch_format="numpy",
         )
+        # this dataset's own context (a copy): blocks of one chunk of uint8 crops
+        ds.context.target_max_block_size = CHUNK * 3 * cfg.image_size**2
+        datasets[split] = ds
     return datasets
