@@ -23,6 +23,8 @@ TRIAL_COLUMNS = {
     "steps",
     "samples",
     "wall_s",
+    "diverged_epoch",
+    "diverged_step",
 }
 EPOCH_COLUMNS = [
     "trial_id",

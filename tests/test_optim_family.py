@@ -2,6 +2,7 @@
 reference, parameter roles from the module structure, AGD with biases and gains,
 spectral AGD, the curvature-rescaled step, torch.compile and bf16."""
 
+import copy
 import math
 
 import pytest
@@ -324,3 +325,19 @@ def test_channels_last_kernels_step_like_contiguous_ones():
     AGD([a]).step()
     AGD([b]).step()
     assert torch.allclose(a.detach(), b.detach(), atol=1e-6)
+
+
+def test_curvature_state_round_trips_through_a_checkpoint():
+    x, y = _teacher_data()
+    model = FCN(2, 16, 10, 3)
+    opt = CurvatureStep(model.parameters(), direction="adam")
+    _train(model, opt, x, y, steps=3)
+    fresh_model = FCN(2, 16, 10, 3)
+    fresh_model.load_state_dict(model.state_dict())
+    fresh = CurvatureStep(fresh_model.parameters(), direction="adam")
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if saved and read back
+    assert fresh.t == 3 and torch.equal(fresh.c_avg, opt.c_avg)
+    _train(model, opt, x, y, steps=2)
+    _train(fresh_model, fresh, x, y, steps=2)
+    for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(p, q)

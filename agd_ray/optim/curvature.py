@@ -61,6 +61,21 @@ class CurvatureStep(torch.optim.Optimizer):
         self.c_avg: Tensor | None = None
         self.curvature = self.L = self.rate = torch.zeros(())
 
+    def state_dict(self) -> dict:
+        """torch's state (Adam's moments, momentum), plus the step count and the
+        curvature average: a resumed run continues the same bias correction."""
+        out = super().state_dict()
+        out["curvature"] = {"t": self.t, "c_avg": self.c_avg}
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("curvature", {"t": 0, "c_avg": None})
+        super().load_state_dict(state_dict)
+        self.t, self.c_avg = extra["t"], extra["c_avg"]
+        if self.c_avg is not None:
+            self.c_avg = self.c_avg.to(self._params()[0].device)
+
     def _params(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 

@@ -218,7 +218,7 @@ def run_training(
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             path = os.path.join(d, CHECKPOINT_FILE)
-            state = load_checkpoint(path, model, optimizer, scheduler)
+            state = load_checkpoint(path, model, optimizer, scheduler, noise, rank)
 
     n_train = len(splits.train) if not splits.streaming else cfg.train.batch_size
     sampler = GlobalBatchSampler(n_train, cfg.train.batch_size, rank, world, seed=cfg.train.seed)
@@ -260,7 +260,7 @@ def run_training(
         if checkpoint:
             last_checkpoint = time.perf_counter()
         logger.log_epoch(state.step, row)
-        report(session, row, state, params, model, optimizer, scheduler, checkpoint)
+        report(session, row, state, params, model, optimizer, scheduler, checkpoint, noise)
         if not finite:
             break
     final = state.history[-1] if state.history else {}
@@ -465,46 +465,93 @@ def _any_rank(flag: bool, session: Session) -> bool:
 
 
 def report(
-    session: Session, row, state: TrainState, params, model, optimizer, scheduler, checkpoint
+    session: Session,
+    row,
+    state: TrainState,
+    params,
+    model,
+    optimizer,
+    scheduler,
+    checkpoint,
+    noise: NoiseScale | None = None,
 ):
-    """Report the epoch on every rank (a barrier under Train); rank 0 attaches the
-    checkpoint when one is due. In-process under Tune, only checkpoints are reported."""
+    """Report the epoch on every rank (a barrier under Train); when a checkpoint is
+    due, rank 0 gathers every rank's ``worker_state`` and attaches the checkpoint.
+    In-process under Tune, only checkpoints are reported."""
     if not checkpoint and not session.report_every_epoch:
         return
     metrics = {**row, "status": state.status, "params": params}
+    workers = gather_to_rank0(worker_state(noise), session) if checkpoint else None
     if session.rank != 0 or not checkpoint:
         session.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        save_checkpoint(os.path.join(d, CHECKPOINT_FILE), state, model, optimizer, scheduler)
+        path = os.path.join(d, CHECKPOINT_FILE)
+        save_checkpoint(path, state, model, optimizer, scheduler, workers)
         session.report(metrics, checkpoint=session.checkpoint_class.from_directory(d))
 
 
-def save_checkpoint(path: str, state: TrainState, model, optimizer, scheduler=None) -> None:
+def worker_state(noise: NoiseScale | None = None) -> dict[str, Any]:
+    """What this worker carries from epoch to epoch outside the model and optimizer:
+    its RNG streams and its noise-scale averages. The data order needs nothing: it is
+    drawn from (seed, epoch) afresh each epoch (``GlobalBatchSampler``)."""
+    return {
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        "noise": noise.state_dict() if noise is not None else None,
+    }
+
+
+def gather_to_rank0(obj: Any, session: Session) -> list[Any] | None:
+    """Every rank's ``obj`` on rank 0 (in rank order), None elsewhere; all ranks call it."""
+    if session.world == 1:
+        return [obj]
+    gathered = [None] * session.world if session.rank == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def save_checkpoint(
+    path: str,
+    state: TrainState,
+    model,
+    optimizer,
+    scheduler=None,
+    workers: list[dict[str, Any]] | None = None,
+) -> None:
+    """Model, optimizer, scheduler, ``state`` and each rank's ``worker_state``
+    (``workers[rank]``; by default this process's alone)."""
     torch.save(
         {
             "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "state": asdict(state),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "workers": workers or [worker_state()],
         },
         path,
     )
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler=None) -> TrainState:
+def load_checkpoint(
+    path: str, model, optimizer, scheduler=None, noise: NoiseScale | None = None, rank: int = 0
+) -> TrainState:
+    """Restore a checkpoint into built objects, with rank ``rank``'s RNG streams and
+    noise-scale averages (rank 0's if the checkpoint has fewer workers)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     unwrap(model).load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
-    rng = ckpt["rng"]
+    workers = ckpt.get("workers") or [{"rng": ckpt["rng"], "noise": None}]  # pre-0.2 files
+    mine = workers[rank] if rank < len(workers) else workers[0]
+    if noise is not None and mine["noise"] is not None:
+        noise.load_state_dict(mine["noise"], next(unwrap(model).parameters()).device)
+    rng = mine["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])

@@ -41,6 +41,18 @@ class NoiseScale:
         self.trace.mul_(self.beta).add_(trace, alpha=1 - self.beta)
         self.steps += 1
 
+    def state_dict(self) -> dict:
+        """The averages (on the CPU) and their step count, for checkpoints. Under
+        data parallelism each worker's averages are its own (of its local norms)."""
+        g2, trace = (None if t is None else t.cpu() for t in (self.g2, self.trace))
+        return {"beta": self.beta, "steps": self.steps, "g2": g2, "trace": trace}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.beta, self.steps = state["beta"], state["steps"]
+        self.g2, self.trace = (
+            None if t is None else t.to(device) for t in (state["g2"], state["trace"])
+        )
+
     def estimates(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Bias-corrected (|G|^2, tr(Sigma)), averaged over data-parallel workers."""
         if self.g2 is None:
