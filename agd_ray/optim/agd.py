@@ -73,6 +73,18 @@ def submatrix_norms(grad: Tensor) -> Tensor:
     return torch.linalg.vector_norm(as_submatrices(grad), dim=(0, 1), dtype=torch.float32)
 
 
+def frobenius_norms(tensors: list[Tensor]) -> Tensor:
+    """||t||_F of each tensor, stacked, fp32: one read of each. On a GPU (or for
+    half-precision tensors) a single foreach kernel with fp32 accumulation; on a CPU,
+    BLAS dot products, which read memory about twice as fast as torch's norm there."""
+    if tensors[0].device.type == "cpu" and all(
+        t.dtype in (torch.float32, torch.float64) and t.is_contiguous() for t in tensors
+    ):
+        flat = [t.view(-1) for t in tensors]
+        return torch.stack([torch.dot(f, f) for f in flat]).float().sqrt()
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+
+
 class AGD(torch.optim.Optimizer):
     """Automatic Gradient Descent: no learning rate, no schedule.
 
@@ -157,9 +169,11 @@ class AGD(torch.optim.Optimizer):
         factors = (factors * (eta / L)).split(plan.sizes)
         targets, grads, facs = plan.targets()
         facs = [
-            f.view(shape).to(t.dtype) for f, shape, t in zip(factors, facs, targets, strict=True)
+            f.view(shape) if t.dtype == f.dtype else f.view(shape).to(t.dtype)
+            for f, shape, t in zip(factors, facs, targets, strict=True)
         ]
-        torch._foreach_addcmul_(targets, grads, facs, value=-1)
+        # in reverse: the gradients read last by the norms are still in cache
+        torch._foreach_addcmul_(targets[::-1], grads[::-1], facs[::-1], value=-1)
         return loss
 
 
@@ -212,13 +226,14 @@ class _Plan:
 
     def weight_norms(self) -> Tensor:
         """||grad||_F of every weight sub-matrix, concatenated, fp32."""
-        norms: list[Tensor | None] = [None] * len(self.weights)
-        # one foreach pass for all matrices; kernels need a norm per sub-matrix
         grads = [self.weights[i].grad for i in self.matrices]
-        mats = torch._foreach_norm(grads, 2, dtype=torch.float32) if grads else []
-        for i, n in zip(self.matrices, mats, strict=True):
-            norms[i] = n.reshape(1)
-        for i in self.kernels:
+        mats = frobenius_norms(grads) if grads else None
+        if not self.kernels:
+            return mats
+        norms: list[Tensor | None] = [None] * len(self.weights)
+        for j, i in enumerate(self.matrices):
+            norms[i] = mats[j : j + 1]
+        for i in self.kernels:  # a kernel needs a norm per sub-matrix
             norms[i] = submatrix_norms(self.weights[i].grad)
         return torch.cat(norms)
 
@@ -230,8 +245,7 @@ class _Plan:
 
     def extra_terms(self) -> tuple[Tensor, Tensor]:
         """The extras' part of L * G, and their factors gain * s_e / N_k."""
-        grads = [p.grad for block in self.extras for _, p in block]
-        n = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32))
+        n = frobenius_norms([p.grad for block in self.extras for _, p in block])
         blocks = torch.zeros(len(self.extras), device=n.device)
         blocks = blocks.index_add_(0, self.e_block, n.square()).sqrt()
         N = blocks[self.e_block].clamp_min(torch.finfo(n.dtype).tiny)
