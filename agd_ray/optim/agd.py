@@ -157,8 +157,12 @@ class AGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         plan = self._plan()
-        if plan is None:
-            return loss
+        if plan is not None:
+            self._update(plan)
+        return loss
+
+    def _update(self, plan: _Plan) -> None:
+        """G, eta and the update of every parameter with a gradient (the paper's rule)."""
         L = self.depth
         G, factors = plan.G_and_factors()
         G = G / L
@@ -174,7 +178,6 @@ class AGD(torch.optim.Optimizer):
         ]
         # in reverse: the gradients read last by the norms are still in cache
         torch._foreach_addcmul_(targets[::-1], grads[::-1], facs[::-1], value=-1)
-        return loss
 
 
 class _Plan:

@@ -60,15 +60,8 @@ class AGDSpectral(AGD):
         opt.ns_steps = ns_steps
         return opt
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        plan: _Plan | None = self._plan()
-        if plan is None:
-            return loss
+    def _update(self, plan: _Plan) -> None:
+        """As AGD's, with orthogonalised weight updates and <grad, O> in G."""
         L = self.depth
         G = torch.zeros((), device=plan.params[0].device)
         directions = []
@@ -102,4 +95,3 @@ class AGDSpectral(AGD):
                 for f, s, t in zip(facs, shapes[n_w:], targets[n_w:], strict=True)
             ]
             torch._foreach_addcmul_(targets[n_w:], grads[n_w:], facs, value=-1)
-        return loss
