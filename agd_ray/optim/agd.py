@@ -163,21 +163,30 @@ class AGD(torch.optim.Optimizer):
 
     def _update(self, plan: _Plan) -> None:
         """G, eta and the update of every parameter with a gradient (the paper's rule)."""
-        L = self.depth
         G, factors = plan.G_and_factors()
-        G = G / L
+        eta = self._set_eta(G)
+        # p <- p - (gain * eta/L * s / norm) * grad, one fused multiply-add per tensor
+        targets, grads, shapes = plan.targets()
+        _addcmul(targets, grads, (factors * (eta / self.depth)).split(plan.sizes), shapes)
+
+    def _set_eta(self, G_times_L: Tensor) -> Tensor:
+        """G = (sum of the layers' terms) / L and eta = log((1 + sqrt(1 + 4G)) / 2),
+        written into ``self.G`` and ``self.eta``; returns eta."""
+        G = G_times_L / self.depth
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
         self.G.copy_(G)
         self.eta.copy_(eta)
-        # p <- p - (gain * eta/L * s / norm) * grad, one fused multiply-add per tensor
-        factors = (factors * (eta / L)).split(plan.sizes)
-        targets, grads, facs = plan.targets()
-        facs = [
-            f.view(shape) if t.dtype == f.dtype else f.view(shape).to(t.dtype)
-            for f, shape, t in zip(factors, facs, targets, strict=True)
-        ]
-        # in reverse: the gradients read last by the norms are still in cache
-        torch._foreach_addcmul_(targets[::-1], grads[::-1], facs[::-1], value=-1)
+        return eta
+
+
+def _addcmul(targets: list[Tensor], grads: list[Tensor], factors, shapes) -> None:
+    """target <- target - factor * grad for each tensor, factors shaped to broadcast."""
+    facs = [
+        f.view(shape) if t.dtype == f.dtype else f.view(shape).to(t.dtype)
+        for f, shape, t in zip(factors, shapes, targets, strict=True)
+    ]
+    # in reverse: the gradients read last by the norms are still in cache
+    torch._foreach_addcmul_(targets[::-1], grads[::-1], facs[::-1], value=-1)
 
 
 class _Plan:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agd_ray.optim.agd import AGD, _Plan
+from agd_ray.optim.agd import AGD, _addcmul, _Plan
 
 
 def orthogonalise(g: Tensor, steps: int = 10) -> Tensor:
@@ -76,10 +76,7 @@ class AGDSpectral(AGD):
         if plan.extras:
             G_e, extra_factors = plan.extra_terms()
             G = G + G_e
-        G = G / L
-        eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
-        self.G.copy_(G)
-        self.eta.copy_(eta)
+        eta = self._set_eta(G)
         if plan.weights:
             sizes = plan.sizes[: len(plan.weights)]
             factors = (plan.w_gain * plan.w_scale * (eta / L)).split(sizes)
@@ -89,9 +86,5 @@ class AGDSpectral(AGD):
         if plan.extras:
             targets, grads, shapes = plan.targets()
             n_w = len(plan.weights)
-            facs = (extra_factors * (eta / L)).split(1)
-            facs = [
-                f.view(s).to(t.dtype)
-                for f, s, t in zip(facs, shapes[n_w:], targets[n_w:], strict=True)
-            ]
-            torch._foreach_addcmul_(targets[n_w:], grads[n_w:], facs, value=-1)
+            factors = (extra_factors * (eta / L)).split(1)
+            _addcmul(targets[n_w:], grads[n_w:], factors, shapes[n_w:])
