@@ -52,6 +52,10 @@ class DataConfig(Section):
     """DataLoader worker processes per Train worker for image datasets."""
     image_size: PositiveInt = 224
     """imagenet: side of the training crops and validation centre crops."""
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of the training data held out as a validation split, drawn from
+    ``train.seed`` (imagenet: that share of the training shards). Baselines' best of
+    grid is chosen on it; test metrics are what is reported. 0: no validation split."""
 
 
 class ModelConfig(Section):

@@ -1,41 +1,10 @@
-"""Scaling-law fits and the gradient-noise-scale estimator on synthetic data with known
-answers, and the report built from a synthetic sweep's Parquet files."""
+"""The gradient-noise-scale estimator on synthetic data with a known answer, and the
+report published to W&B (fits: tests/test_fits.py; the report: tests/test_report.py)."""
 
-import numpy as np
 import pytest
 import torch
 
-from agd_ray.analysis.fits import critical_batch, fit_power_law, fit_with_bootstrap
 from agd_ray.train.noise import NoiseScale
-
-
-@pytest.mark.parametrize("alpha", [0.3, 0.76, 1.5])
-def test_power_law_fit_recovers_the_exponent(alpha):
-    rng = np.random.default_rng(0)
-    x = np.geomspace(4, 4096, 10)
-    E, A = 0.2, 3.0
-    seeds = np.repeat([0, 1, 2], len(x))
-    xs = np.tile(x, 3)
-    y = (E + A * xs**-alpha) * (1 + 0.002 * rng.standard_normal(len(xs)))
-    fit = fit_with_bootstrap(xs, y, seeds)
-    assert abs(fit.alpha - alpha) < 0.02
-    assert fit.E == pytest.approx(E, abs=0.02)
-    assert fit.n_seeds == 3 and fit.alpha_ci is not None
-    lo, hi = fit.alpha_ci
-    assert lo <= fit.alpha <= hi and hi - lo < 0.1
-
-
-def test_power_law_fit_needs_three_points():
-    with pytest.raises(ValueError):
-        fit_power_law([1, 2], [1.0, 0.5])
-
-
-def test_critical_batch_fit():
-    B = np.array([32, 64, 128, 256, 512, 1024, 2048])
-    S = 1000 * (1 + 300 / B)
-    fit = critical_batch(B, S)
-    assert fit["S_min"] == pytest.approx(1000, rel=1e-3)
-    assert fit["B_crit"] == pytest.approx(300, rel=1e-3)
 
 
 def test_noise_scale_recovers_known_b_simple():
@@ -58,64 +27,41 @@ def test_noise_scale_recovers_known_b_simple():
     assert est.value() == pytest.approx(expected, rel=0.1)
 
 
-def _synthetic_sweep(out_dir):
-    """A width x seed sweep whose test loss follows 0.3 + 2 w^-0.5 exactly."""
-    from agd_ray.config import load_config
-    from agd_ray.sweep.grid import expand
-    from agd_ray.sweep.results import write_results
-    from agd_ray.train.trainer import TrialOutcome
-
-    cfg = load_config(
-        None, ["name=syn", "sweep.grid.model.width=[16, 64, 256, 1024]", "sweep.seeds=[0, 1]"]
-    )
-    entries = []
-    for spec in expand(cfg):
-        w = spec.config["model"]["width"]
-        loss = 0.3 + 2.0 * w**-0.5
-        history = [
-            {
-                "epoch": e,
-                "step": 10 * (e + 1),
-                "samples": 100 * (e + 1),
-                "batch_size": 10,
-                "train_loss": loss + 0.1 / (e + 1),
-                "train_acc": 0.5,
-                "test_loss": loss,
-                "test_acc": 1 - loss,
-                "eta_mean": 0.1 + 0.01 * e,
-                "wall_s": 1.0 + e,
-            }
-            for e in range(3)
-        ]
-        entries.append((spec, TrialOutcome(spec.trial_id, "completed", history, params=w * 50)))
-    write_results(entries, out_dir)
-    return cfg
-
-
-def test_report_from_a_synthetic_sweep(tmp_path, monkeypatch):
-    import json
+def test_report_publishes_the_same_headline_and_figures_to_wandb(tmp_path, monkeypatch):
+    """Online mode: the W&B Report is built from the local report (headline, every
+    figure as a media panel, the fitted laws); only the upload is faked."""
+    import wandb_workspaces.reports.v2 as wr
+    from test_report import WIDTHS, synthetic_sweep
 
     from agd_ray.analysis import report as report_module
+    from agd_ray.analysis.wandb_report import media_key, report_blocks
     from agd_ray.config import WandbConfig
 
-    _synthetic_sweep(tmp_path / "syn")
+    synthetic_sweep(tmp_path / "syn", WIDTHS)
     published = {}
 
-    def fake_publish(name, project, entity, fits, summary):
-        published.update(name=name, project=project, fits=fits, summary=summary)
+    def fake_publish(name, project, entity, report):
+        blocks = report_blocks(report, project, entity)
+        published.update(name=name, blocks=blocks, figures=report.figures)
         return "https://wandb.ai/fake/report"
 
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # auto mode resolves to online
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setattr("agd_ray.analysis.wandb_report.publish", fake_publish)
     lines = []
-    out = report_module.make_report(tmp_path / "syn", echo=lines.append, wandb_cfg=WandbConfig())
-    fits = json.loads((out / "fits.json").read_text())
-    agd = fits["test_loss_vs_width"]["agd"]
-    assert agd["alpha"] == pytest.approx(0.5, abs=0.02) and agd["E"] == pytest.approx(0.3, abs=0.01)
-    assert agd["n_seeds"] == 2
-    assert {"scaling_width.png", "eta.png"} <= {p.name for p in out.glob("*.png")}
-    assert published["name"] == "syn" and json.loads(json.dumps(published["fits"])) == fits
+    report_module.make_report(tmp_path / "syn", echo=lines.append, wandb_cfg=WandbConfig())
+    assert published["name"] == "syn"
+    text = " ".join(b.text for b in published["blocks"] if isinstance(b, wr.MarkdownBlock))
+    assert "adam (best of 3 runs, chosen on val_loss" in text and "| width | agd |" in text
+    media = [
+        key
+        for b in published["blocks"]
+        if isinstance(b, wr.PanelGrid)
+        for p in b.panels
+        if isinstance(p, wr.MediaBrowser)
+        for key in p.media_keys
+    ]
+    assert media == [media_key(f) for f, _ in published["figures"]] and len(media) >= 5
     assert any("https://wandb.ai/fake/report" in line for line in lines)
 
 

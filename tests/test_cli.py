@@ -18,6 +18,8 @@ TRIAL_COLUMNS = {
     "params",
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_acc",
     "test_loss",
     "test_acc",
     "steps",
@@ -30,9 +32,12 @@ EPOCH_COLUMNS = [
     "trial_id",
     "epoch",
     "step",
+    "samples",
     "batch_size",
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_acc",
     "test_loss",
     "test_acc",
     "test_acc5",
@@ -83,10 +88,14 @@ def test_train_writes_both_parquet_files(tmp_path):
     assert row["status"] == "completed" and row["optimizer.name"] == "agd"
     assert row["model.width"] == 256 and row["model.depth"] == 4
     assert row["params"] == 256 * 40 + 2 * 256 * 256 + 10 * 256
-    assert row["steps"] == 2 * (1600 // 128) and row["samples"] == 2 * (1600 // 128) * 128
+    # 2000 samples: 1600 train, of which data.val_fraction (0.1) is held out: 1440
+    assert row["steps"] == 2 * (1440 // 128) and row["samples"] == 2 * (1440 // 128) * 128
+    assert 0 < row["val_loss"] < 10 and row["val_loss"] != row["test_loss"]
     assert epochs.column_names == EPOCH_COLUMNS
     assert epochs.column("epoch").to_pylist() == [0, 1]
     assert epochs.column("test_acc").to_pylist()[-1] == pytest.approx(row["test_acc"])
+    assert epochs.column("val_loss").to_pylist()[-1] == pytest.approx(row["val_loss"])
+    assert epochs.column("samples").to_pylist() == [1440 // 128 * 128, row["samples"]]
     assert all(e > 0 for e in epochs.column("eta_mean").to_pylist())
 
 

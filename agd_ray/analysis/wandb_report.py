@@ -1,23 +1,65 @@
 """The report as a W&B Report (wandb-workspaces), when W&B is online.
 
-Panels over the sweep's runs (its W&B group): test accuracy and AGD's eta over
-training, final loss against width / depth / batch size, the noise scale, and the
-fitted parameters. Needs network access and an API key; returns the URL.
+It carries what ``report.html`` carries: the headline (AGD against each tuned
+baseline, selection on validation, compute multiplier), every figure of the local
+report (logged as images to a ``<sweep>-report`` run in the sweep's W&B group and
+shown in media panels), live panels over the sweep's runs (validation loss,
+accuracy, AGD's eta, validation loss against learning rate and width) and the
+fitted laws. Needs network access and an API key; returns the URL.
 """
 
 from __future__ import annotations
 
-import json
+from agd_ray.analysis.compare import headline_text
+from agd_ray.analysis.html import fit_rows
 
 
-def publish(sweep_name: str, project: str, entity: str | None, fits: dict, summary: str) -> str:
+def media_key(figure: str) -> str:
+    return f"report/{figure.removesuffix('.png')}"
+
+
+def log_figures(report, project: str, entity: str | None) -> None:
+    """One W&B run in the sweep's group holding the report's figures and headline."""
+    import wandb
+
+    name = report.sweep_dir.name
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=name,
+        name=f"{name}-report",
+        job_type="report",
+        reinit="create_new",
+    )
+    with run:
+        run.log(
+            {media_key(f): wandb.Image(str(report.out / f), caption=c) for f, c in report.figures}
+        )
+        run.summary["headline"] = [headline_text(h) for h in report.headline]
+
+
+def report_blocks(report, project: str, entity: str | None) -> list:
+    """The Report's blocks (built without network access)."""
     import wandb_workspaces.reports.v2 as wr
 
-    runset = wr.Runset(project=project, entity=entity or "", filters=f"Group = '{sweep_name}'")
-    panels = [
+    name = report.sweep_dir.name
+    runset = wr.Runset(project=project, entity=entity or "", filters=f"Group = '{name}'")
+    headline = [headline_text(h) for h in report.headline] or ["No tuned baseline in this sweep."]
+    figures = [
+        wr.MediaBrowser(title=c[:120], media_keys=[media_key(f)], num_columns=1)
+        for f, c in report.figures
+    ]
+    live = [
+        wr.LinePlot(title="validation loss", x="Step", y=["epoch/val_loss"]),
         wr.LinePlot(title="test accuracy", x="Step", y=["epoch/test_acc"]),
         wr.LinePlot(title="AGD eta", x="Step", y=["train/eta"]),
-        wr.LinePlot(title="gradient noise scale", x="Step", y=["epoch/noise_scale"], log_y=True),
+        wr.ScatterPlot(
+            title="final validation loss vs learning rate",
+            x=wr.Config("optimizer.lr"),
+            y=wr.SummaryMetric("val_loss"),
+            log_x=True,
+            log_y=True,
+        ),
         wr.ScatterPlot(
             title="final test loss vs width",
             x=wr.Config("model.width"),
@@ -32,25 +74,48 @@ def publish(sweep_name: str, project: str, entity: str | None, fits: dict, summa
             log_x=True,
             log_y=True,
         ),
-        wr.ScatterPlot(
-            title="final test accuracy vs batch size",
-            x=wr.Config("train.batch_size"),
-            y=wr.SummaryMetric("test_acc"),
-            log_x=True,
-        ),
     ]
-    report = wr.Report(
+    return [
+        wr.H1(text=f"agd-ray sweep {name}"),
+        wr.H2(text="Headline: AGD's single untuned run against each tuned baseline"),
+        wr.MarkdownBlock(
+            text="\n\n".join(headline) + "\n\nBaselines are tuned on the "
+            "validation split and scored on the test split; compute includes "
+            "each baseline's whole grid."
+        ),
+        wr.H2(text="Figures of the report"),
+        wr.PanelGrid(
+            runsets=[
+                wr.Runset(project=project, entity=entity or "", filters=f"Name = '{name}-report'")
+            ],
+            panels=figures,
+        ),
+        wr.H2(text="The sweep's runs"),
+        wr.PanelGrid(runsets=[runset], panels=live),
+        wr.H2(text="Fitted laws"),
+        wr.MarkdownBlock(text=_markdown_fits(report.fits)),
+    ]
+
+
+def _markdown_fits(fits: dict) -> str:
+    header, rows = fit_rows(fits)
+    if not rows:
+        return "No law fitted."
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def publish(name: str, project: str, entity: str | None, report) -> str:
+    import wandb_workspaces.reports.v2 as wr
+
+    log_figures(report, project, entity)
+    kwargs = {"entity": entity} if entity else {}
+    doc = wr.Report(
         project=project,
-        title=f"agd-ray: {sweep_name}",
+        title=f"agd-ray: {name}",
         description="AGD scaling study (agd-ray report)",
-        blocks=[
-            wr.H1(text=f"agd-ray sweep {sweep_name}"),
-            wr.MarkdownBlock(text=f"```\n{summary}\n```"),
-            wr.PanelGrid(runsets=[runset], panels=panels),
-            wr.H1(text="Fits"),
-            wr.MarkdownBlock(text=f"```json\n{json.dumps(fits, indent=2)}\n```"),
-        ],
-        **({"entity": entity} if entity else {}),
+        blocks=report_blocks(report, project, entity),
+        **kwargs,
     )
-    report.save()
-    return report.url
+    doc.save()
+    return doc.url

@@ -25,9 +25,8 @@ def _fs_and_path(root: str):
 
 
 def check_shards(cfg: DataConfig) -> int:
-    """Number of classes; a clear error naming data.root if the shards are not there."""
-    import pyarrow.fs as pafs
-
+    """Number of classes; a clear error naming data.root if the shards are not there
+    (or data.val_fraction if the training shards cannot be split)."""
     if cfg.root is None:
         raise ConfigError("data.root", "imagenet is read from data.root (Parquet shards); set it")
     fs, root = _fs_and_path(cfg.root)
@@ -39,9 +38,9 @@ def check_shards(cfg: DataConfig) -> int:
             "data.root", f"{cfg.root}: no classes.json (run agd-ray data prepare-imagenet)"
         ) from None
     for split in ("train", "val"):
-        infos = fs.get_file_info(pafs.FileSelector(f"{root}/{split}", allow_not_found=True))
-        if not any(i.path.endswith(".parquet") for i in infos):
+        if not shard_paths(fs, f"{root}/{split}"):
             raise ConfigError("data.root", f"{cfg.root}/{split}: no Parquet shards")
+    split_train_shards(shard_paths(fs, f"{root}/train"), cfg.val_fraction, seed=0)
     return len(classes)
 
 
@@ -105,14 +104,35 @@ def decode_blocks(batch: dict[str, np.ndarray], image_size: int, train: bool):
         yield decode_batch(chunk, image_size, train)
 
 
-def _shard_count(fs, folder: str) -> int:
+def shard_paths(fs, folder: str) -> list[str]:
+    """The Parquet shards in ``folder``, sorted by name."""
     import pyarrow.fs as pafs
 
     infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return sum(1 for i in infos if i.path.endswith(".parquet"))
+    return sorted(i.path for i in infos if i.path.endswith(".parquet"))
 
 
-def _read_shards(folder: str, fs, shuffle: bool):
+def split_train_shards(paths: list[str], fraction: float, seed: int) -> tuple[list, list]:
+    """(train, val) shards: whole shards held out for validation, drawn from ``seed``
+    (at least one when ``fraction`` > 0, and at least one left to train on)."""
+    if fraction == 0:
+        return paths, []
+    n_val = max(1, round(fraction * len(paths)))
+    if n_val >= len(paths):
+        raise ConfigError(
+            "data.val_fraction",
+            f"imagenet holds out whole training shards and there are {len(paths)}; "
+            "prepare smaller shards (--shard-size) or set data.val_fraction: 0",
+        )
+    rng = np.random.default_rng(seed)
+    val = set(rng.choice(len(paths), size=n_val, replace=False).tolist())
+    return (
+        [p for i, p in enumerate(paths) if i not in val],
+        [p for i, p in enumerate(paths) if i in val],
+    )
+
+
+def _read_shards(paths: list[str], fs, shuffle: bool):
     """One read task per shard, fused with its decode (see build_datasets).
 
     Through Ray Data's V1 Parquet reader: the V2 reader (the default in Ray 2.60)
@@ -126,19 +146,21 @@ def _read_shards(folder: str, fs, shuffle: bool):
     previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
         return ray.data.read_parquet(
-            folder,
+            paths,
             filesystem=fs,
             shuffle="files" if shuffle else None,
             # exactly one block per shard: more would split the blocks after the
             # read (SplitBlocks), which stops the read and the decode from fusing
-            override_num_blocks=max(1, _shard_count(fs, folder)),
+            override_num_blocks=max(1, len(paths)),
         ).select_columns(["image", "label"])
     finally:
         ctx.use_datasource_v2 = previous
 
 
-def build_datasets(cfg: DataConfig) -> dict:
-    """{"train": ..., "val": ...} Ray Datasets, decoded lazily and streamed.
+def build_datasets(cfg: DataConfig, seed: int = 0) -> dict:
+    """{"train", "val", "test"} Ray Datasets, decoded lazily and streamed: "val" is
+    the training shards held out by ``data.val_fraction`` (absent when it is 0),
+    "test" the ILSVRC validation set (``val/`` of the shards).
 
     Each shard is read and decoded by one task (read_parquet -> map_batches fused):
     ``batch_size=None`` hands the decode whole read blocks, since a fixed batch
@@ -147,9 +169,14 @@ def build_datasets(cfg: DataConfig) -> dict:
     training (files shuffled: the read and the decode stay fused, unlike with
     randomize_block_order())."""
     fs, root = _fs_and_path(cfg.root)
+    train, val = split_train_shards(shard_paths(fs, f"{root}/train"), cfg.val_fraction, seed)
+    test = shard_paths(fs, f"{root}/val")
+    splits = {"train": (train, True), "val": (val, False), "test": (test, False)}
     datasets = {}
-    for split, train in (("train", True), ("val", False)):
-        ds = _read_shards(f"{root}/{split}", fs, shuffle=train).map_batches(
+    for split, (paths, train) in splits.items():
+        if not paths:
+            continue
+        ds = _read_shards(paths, fs, shuffle=train).map_batches(
             decode_blocks,
             fn_kwargs={"image_size": cfg.image_size, "train": train},
             batch_size=None,

@@ -35,6 +35,7 @@ def transforms_for(name: str, train: bool):
 
 
 def load_vision(name: str, root: str | None, download: bool):
+    """(train, the train images without augmentation, test) datasets."""
     if root is None:
         raise ConfigError("data.root", f"{name} is read from data.root; set it")
     if not download and not Path(root).is_dir():
@@ -44,8 +45,9 @@ def load_vision(name: str, root: str | None, download: bool):
     cls = getattr(datasets, _CLASSES[name])
     try:
         train = cls(root, train=True, download=download, transform=transforms_for(name, True))
+        plain = cls(root, train=True, download=False, transform=transforms_for(name, False))
         test = cls(root, train=False, download=download, transform=transforms_for(name, False))
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
         hint = "" if download else " (set data.download: true to let torchvision fetch it)"
         raise ConfigError("data.root", f"{root}: no {name} found: {err}{hint}") from err
-    return train, test
+    return train, plain, test

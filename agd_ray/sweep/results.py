@@ -25,6 +25,8 @@ TRIAL_COLUMNS = {
     "params": pa.int64(),
     "train_loss": pa.float64(),
     "train_acc": pa.float64(),
+    "val_loss": pa.float64(),
+    "val_acc": pa.float64(),
     "test_loss": pa.float64(),
     "test_acc": pa.float64(),
     "steps": pa.int64(),
@@ -38,9 +40,12 @@ EPOCH_COLUMNS = {
     "trial_id": pa.string(),
     "epoch": pa.int64(),
     "step": pa.int64(),
+    "samples": pa.int64(),
     "batch_size": pa.int64(),
     "train_loss": pa.float64(),
     "train_acc": pa.float64(),
+    "val_loss": pa.float64(),
+    "val_acc": pa.float64(),
     "test_loss": pa.float64(),
     "test_acc": pa.float64(),
     "test_acc5": pa.float64(),
@@ -52,7 +57,7 @@ EPOCH_COLUMNS = {
     "samples_per_s": pa.float64(),
 }
 
-_FINAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+_FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome | None) -> dict[str, Any]:

@@ -38,7 +38,10 @@ from agd_ray.train.noise import LocalGradNorm, NoiseScale, grad_sq_norm, local_n
 from agd_ray.train.wandb_logger import WandbLogger
 
 CHECKPOINT_FILE = "state.pt"
-FINAL_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "step", "samples", "wall_s")
+FINAL_METRICS = (
+    *("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"),
+    *("step", "samples", "wall_s"),
+)
 
 
 @dataclass
@@ -153,7 +156,7 @@ def tune_session(cfg: ExperimentConfig) -> Session:
     if cfg.data.name == "imagenet":
         from agd_ray.data.imagenet import build_datasets
 
-        datasets = build_datasets(cfg.data)
+        datasets = build_datasets(cfg.data, cfg.train.seed)
     return Session(
         rank=0,
         world=1,
@@ -197,10 +200,12 @@ def run_training(
     """
     rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.train.seed)
-    splits = load_data(cfg.data)
-    train_data, test_data = splits.train, splits.test
+    splits = load_data(cfg.data, cfg.train.seed)
+    train_data, val_data, test_data = splits.train, splits.val, splits.test
     if splits.streaming:
-        train_data, test_data = session.get_dataset_shard("train"), session.get_dataset_shard("val")
+        shard = session.get_dataset_shard
+        train_data, test_data = shard("train"), shard("test")
+        val_data = shard("val") if cfg.data.val_fraction > 0 else None
     model = build_model(cfg.model, splits.spec)
     if cfg.optimizer.name in ("agd", "agd_spectral"):
         orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
@@ -231,7 +236,9 @@ def run_training(
             scheduler.step()
         train_s = time.perf_counter() - start
         classes = splits.spec.num_classes
-        row.update(evaluate(cfg, model, criterion, test_data, rank, world, device, classes))
+        for split, data in (("val", val_data), ("test", test_data)):
+            if data is not None:
+                row.update(evaluate(cfg, parts, data, session, classes, split))
         state.step += steps
         state.samples += samples
         state.wall_s += time.perf_counter() - start
@@ -426,18 +433,12 @@ def _first_on_any_rank(step: torch.Tensor) -> int:
 
 @torch.no_grad()
 def evaluate(
-    cfg: ExperimentConfig,
-    model: nn.Module,
-    criterion,
-    dataset,
-    rank: int,
-    world: int,
-    device: torch.device,
-    num_classes: int,
+    cfg: ExperimentConfig, parts: Parts, dataset, session: Session, num_classes: int, split: str
 ) -> dict[str, float]:
-    """Test loss, top-1 and top-5 accuracy over the whole test split (each worker one
-    shard; sums all-reduced). Top-5 is None with fewer than 5 classes."""
-    net = unwrap(model)  # no DDP forward: shards may differ in size
+    """``{split}_loss`` and ``{split}_acc`` over the whole split (each worker one shard;
+    sums all-reduced); for the test split also top-5 (None with fewer than 5 classes)."""
+    device, rank, world = session.device, session.rank, session.world
+    net = unwrap(parts.model)  # no DDP forward: shards may differ in size
     net.eval()
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     batches = eval_batches(
@@ -446,14 +447,16 @@ def evaluate(
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = net(x)
-        sums[0] += criterion(out, y) * len(y)
+        sums[0] += parts.criterion(out, y) * len(y)
         sums[1] += (out.argmax(1) == y).sum()
         if num_classes >= 5:
             sums[2] += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
         sums[3] += len(y)
     loss, correct, correct5, n = all_reduce_sum(sums).tolist()
-    top5 = correct5 / n if num_classes >= 5 else None
-    return {"test_loss": loss / n, "test_acc": correct / n, "test_acc5": top5}
+    metrics = {f"{split}_loss": loss / n, f"{split}_acc": correct / n}
+    if split == "test":
+        metrics["test_acc5"] = correct5 / n if num_classes >= 5 else None
+    return metrics
 
 
 def _any_rank(flag: bool, session: Session) -> bool:

@@ -70,7 +70,7 @@ def make_trainer(
     if cfg.data.name == "imagenet":  # streamed to the workers by Ray Data
         from agd_ray.data.imagenet import build_datasets
 
-        datasets = build_datasets(cfg.data)
+        datasets = build_datasets(cfg.data, cfg.train.seed)
     return TorchTrainer(
         train_loop_per_worker,
         datasets=datasets,
@@ -104,9 +104,10 @@ class EpochQueueCallback(UserCallback):
 
 def format_epoch(m: dict[str, Any], epochs: int) -> str:
     eta = f"  eta {m['eta_mean']:.4f}" if m.get("eta_mean") is not None else ""
+    val = f"  val_loss {m['val_loss']:.4f}" if m.get("val_loss") is not None else ""
     return (
         f"epoch {m['epoch'] + 1:>3}/{epochs}  train_loss {m['train_loss']:.4f}"
-        f"  train_acc {m['train_acc']:.3f}  test_loss {m['test_loss']:.4f}"
+        f"  train_acc {m['train_acc']:.3f}{val}  test_loss {m['test_loss']:.4f}"
         f"  test_acc {m['test_acc']:.3f}{eta}  batch {m['batch_size']}"
         f"  {m['samples_per_s']:,.0f} samples/s"
         f"  {m['wall_s']:.1f}s"

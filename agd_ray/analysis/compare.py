@@ -1,0 +1,257 @@
+"""AGD's single run against each tuned baseline: the best of each grid (chosen on the
+validation split, scored on test), compute-optimal frontiers with the tuning grid's
+compute included, the compute multiplier, and learning-rate transfer across width.
+
+Compute is 6 x params x samples (forward + backward FLOPs of a dense network). A
+tuned baseline's compute at an architecture point is its whole grid's: after each
+epoch, the grid has spent the sum over its runs and knows the lowest validation loss
+among them. AGD's is its one run's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from agd_ray.sweep.summary import SELECT_BY, summary_from_trials
+
+AGD = "agd"
+
+
+def swept_keys(group: str) -> list[str]:
+    """The config keys a tuning group is made of (its seed excluded)."""
+    return [item.partition("=")[0] for item in group.split(";") if not item.startswith("seed=")]
+
+
+def arch_of(group: str) -> str:
+    """The architecture point of a tuning group: the group without its seed."""
+    return ";".join(item for item in group.split(";") if not item.startswith("seed="))
+
+
+def best_of_grid(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (tuning group, optimizer): the chosen run (lowest validation loss;
+    AGD's only run) with its test metrics, and what the whole grid consumed."""
+    rows = []
+    for group, entries in summary_from_trials(trials).items():
+        for e in entries:
+            rows.append(
+                {
+                    "group": group,
+                    "optimizer.name": e.optimizer,
+                    "trial_id": e.trial_id,
+                    "selected_by": e.selected_by,
+                    "val_loss": e.val_loss,
+                    "test_loss": e.test_loss,
+                    "test_acc": e.best_acc,
+                    "runs": e.runs,
+                    "grid_samples": e.samples,
+                    "grid_compute": e.compute,
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.dropna(subset=["trial_id"])
+    extra = [c for c in trials.columns if c not in table.columns or c == "trial_id"]
+    chosen = trials[extra].drop_duplicates("trial_id")
+    return table.merge(chosen, on="trial_id", how="left").reset_index(drop=True)
+
+
+def curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per (optimizer, group, epoch): the grid's compute so far and its best
+    validation loss (test loss for sweeps without a validation split)."""
+    metric = SELECT_BY if epochs[SELECT_BY].notna().any() else "test_loss"
+    info = trials.set_index("trial_id")[["group", "optimizer.name", "seed", "params", "samples"]]
+    runs = epochs.merge(info, left_on="trial_id", right_index=True, suffixes=("", "_final")).dropna(
+        subset=["params"]
+    )
+    if "samples" not in epochs or runs["samples"].isna().all():  # files before 0.2
+        runs["samples"] = (
+            runs["samples_final"] * runs["step"] / runs.groupby("trial_id")["step"].transform("max")
+        )
+    runs["compute"] = 6.0 * runs["params"].astype(float) * runs["samples"].astype(float)
+    out = []
+    for (optimizer, group), grid in runs.groupby(["optimizer.name", "group"]):
+        compute = grid.pivot_table(index="epoch", columns="trial_id", values="compute")
+        loss = grid.pivot_table(index="epoch", columns="trial_id", values=metric)
+        loss = loss.where(np.isfinite(loss))
+        # a run that stopped early (diverged) has still spent its compute
+        compute = compute.reindex(range(int(compute.index.max()) + 1)).ffill()
+        loss = loss.reindex(compute.index)
+        out.append(
+            pd.DataFrame(
+                {
+                    "optimizer.name": optimizer,
+                    "group": group,
+                    "arch": arch_of(group),
+                    "seed": int(grid["seed"].iloc[0]),
+                    "epoch": compute.index,
+                    "compute": compute.sum(axis=1).to_numpy(),
+                    "loss": loss.min(axis=1).to_numpy(),
+                }
+            )
+        )
+    table = pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    table.attrs["metric"] = metric
+    return table
+
+
+def frontier(points: pd.DataFrame, seeds: list[int] | None = None) -> tuple:
+    """(compute, loss) of the lower envelope of loss against compute, from curves
+    averaged over ``seeds`` (all by default; a list with repeats weights them)."""
+    if seeds is not None:
+        points = pd.concat([points[points["seed"] == s] for s in seeds])
+    mean = points.groupby(["arch", "epoch"])[["compute", "loss"]].mean().dropna()
+    mean = mean.sort_values("compute")
+    c, loss = mean["compute"].to_numpy(), mean["loss"].to_numpy()
+    keep = loss < np.minimum.accumulate(np.r_[np.inf, loss[:-1]])  # strict improvements
+    return c[keep], loss[keep]
+
+
+def reach(c: np.ndarray, loss: np.ndarray, target: float) -> float | None:
+    """The compute at which a frontier first gets to ``target`` (log-linear between
+    its points), or None if it never does."""
+    hit = np.flatnonzero(loss <= target)
+    if not len(hit):
+        return None
+    i = hit[0]
+    if i == 0 or loss[i] == target:
+        return float(c[i])
+    t = (loss[i - 1] - target) / (loss[i - 1] - loss[i])
+    return float(np.exp(np.log(c[i - 1]) + t * (np.log(c[i]) - np.log(c[i - 1]))))
+
+
+def multiplier(points: pd.DataFrame, baseline: str, seeds=None) -> tuple[float | None, float]:
+    """(baseline's compute to reach AGD's best loss / AGD's compute for it, or None
+    when the baseline never gets there; AGD's best loss)."""
+    c_agd, l_agd = frontier(points[points["optimizer.name"] == AGD], seeds)
+    c_base, l_base = frontier(points[points["optimizer.name"] == baseline], seeds)
+    if not len(l_agd) or not len(l_base):
+        return None, math.nan
+    target = float(l_agd[-1])
+    needed = reach(c_base, l_base, target)
+    return (needed / float(c_agd[-1]) if needed is not None else None), target
+
+
+def compute_multiplier(points: pd.DataFrame, baseline: str, n_boot: int = 200) -> dict:
+    """The headline: how many times AGD's compute the tuned baseline (grid included)
+    spends to reach AGD's best validation loss, with a 95 % bootstrap interval over
+    seeds when there are at least two."""
+    value, target = multiplier(points, baseline)
+    seeds = sorted(points["seed"].unique())
+    result = {
+        "baseline": baseline,
+        "metric": points.attrs.get("metric", SELECT_BY),
+        "agd_best_loss": target,
+        "multiplier": value,
+        "reaches": value is not None,
+        "multiplier_ci": None,
+        "n_seeds": len(seeds),
+    }
+    if len(seeds) >= 2 and value is not None:
+        rng = np.random.default_rng(0)
+        draws = [
+            multiplier(points, baseline, list(rng.choice(seeds, len(seeds))))[0]
+            for _ in range(n_boot)
+        ]
+        never = sum(d is None for d in draws) / n_boot
+        finite = np.log([d for d in draws if d is not None])
+        lo = float(np.exp(np.percentile(finite, 2.5))) if len(finite) else None
+        hi = float(np.exp(np.percentile(finite, 97.5))) if never <= 0.025 else math.inf
+        result.update(multiplier_ci=[lo, hi], never_fraction=never)
+    return result
+
+
+def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
+    """Per setting of the other swept keys: the learning rate with the lowest mean
+    validation loss at each width, and its shift per doubling of width (the slope
+    of log2 lr against log2 width; 0 means the best learning rate transfers)."""
+    runs = trials[(trials["optimizer.name"] == baseline) & (trials["status"] == "completed")]
+    if runs.empty or "optimizer.lr" not in runs or runs["optimizer.lr"].nunique() < 2:
+        return []
+    metric = SELECT_BY if runs[SELECT_BY].notna().any() else "test_loss"
+    held = [k for k in swept_keys(runs["group"].iloc[0]) if k not in ("model.width",)]
+    held = [k for k in held if k in runs and k != "optimizer.lr"]
+    out = []
+    for fixed, rows in runs.groupby(held, dropna=False) if held else [((), runs)]:
+        fixed = fixed if isinstance(fixed, tuple) else (fixed,)
+        mean = rows.groupby(["model.width", "optimizer.lr"])[metric].mean().dropna()
+        best = {int(w): float(s.idxmin()[1]) for w, s in mean.groupby(level=0)}
+        entry = {
+            "held_fixed": {k: _plain(v) for k, v in zip(held, fixed, strict=True)},
+            "best_lr_per_width": {str(w): lr for w, lr in sorted(best.items())},
+            "lr_grid": sorted(float(v) for v in rows["optimizer.lr"].unique()),
+            "log2_lr_shift_per_width_doubling": None,
+        }
+        if len(best) >= 2:
+            w = np.log2(list(best))
+            entry["log2_lr_shift_per_width_doubling"] = float(
+                np.polyfit(w, np.log2(list(best.values())), 1)[0]
+            )
+        out.append(entry)
+    return out
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
+    """Per baseline: AGD's test accuracy and loss against the baseline's best of
+    grid over the groups both have, wins, and the compute multiplier."""
+    agd = best[best["optimizer.name"] == AGD].set_index("group")
+    rows = []
+    for baseline in sorted(set(best["optimizer.name"]) - {AGD}):
+        base = best[best["optimizer.name"] == baseline].set_index("group")
+        both = agd.index.intersection(base.index)
+        if not len(both):
+            continue
+        a, b = agd.loc[both], base.loc[both]
+        rows.append(
+            {
+                "baseline": baseline,
+                "groups": len(both),
+                "architectures": len({arch_of(g) for g in both}),
+                "seeds": len({g.rsplit("seed=", 1)[-1] for g in both}),
+                "grid_runs": int(b["runs"].median()),
+                "selected_by": str(b["selected_by"].iloc[0]),
+                "agd_test_acc": float(a["test_acc"].mean()),
+                "baseline_test_acc": float(b["test_acc"].mean()),
+                "agd_test_loss": float(a["test_loss"].mean()),
+                "baseline_test_loss": float(b["test_loss"].mean()),
+                "agd_wins": int((a["test_loss"] < b["test_loss"]).sum()),
+                "compute": compute_multiplier(points, baseline),
+            }
+        )
+    return rows
+
+
+def headline_text(row: dict) -> str:
+    """One sentence a reader can quote."""
+    c = row["compute"]
+    if c["multiplier"] is None:
+        cost = (
+            f"within its grid it never reaches AGD's best {c['metric'].replace('_', ' ')} "
+            f"({c['agd_best_loss']:.4g})"
+        )
+    else:
+        ci = ""
+        if c["multiplier_ci"]:
+            lo, hi = c["multiplier_ci"]
+            upper = "never" if hi == math.inf else f"{hi:.2g}"
+            ci = f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
+        cost = (
+            f"reaching AGD's best {c['metric'].replace('_', ' ')} ({c['agd_best_loss']:.4g}) "
+            f"costs it {c['multiplier']:.2g}x AGD's compute, tuning grid included{ci}"
+        )
+    return (
+        f"{row['baseline']} (best of {row['grid_runs']} runs, chosen on {row['selected_by']}, "
+        f"scored on test): test accuracy {100 * row['baseline_test_acc']:.1f} % against AGD's "
+        f"{100 * row['agd_test_acc']:.1f} %, test loss {row['baseline_test_loss']:.4g} against "
+        f"{row['agd_test_loss']:.4g} (means over {row['architectures']} architectures x "
+        f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}; AGD's test loss lower in "
+        f"{row['agd_wins']} of {row['groups']}); "
+        f"{cost}."
+    )

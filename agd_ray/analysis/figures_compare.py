@@ -1,0 +1,208 @@
+"""Comparison figures: AGD against each tuned baseline per architecture, the
+compute-optimal frontiers (tuning grids included), learning-rate transfer across
+width (the muP paper's figure 1), and AGD's eta over training."""
+
+from __future__ import annotations
+
+from matplotlib.ticker import MaxNLocator
+
+from agd_ray.analysis.compare import AGD, arch_of, frontier
+from agd_ray.analysis.figures_scaling import by_setting, held_fixed
+from agd_ray.analysis.plotting import colour, log_ticks, plt, ticks_at
+from agd_ray.sweep.summary import short_group
+
+
+def _per_arch(best, optimizer: str, metric: str):
+    rows = best[best["optimizer.name"] == optimizer].assign(arch=lambda d: d["group"].map(arch_of))
+    return rows.groupby("arch")[metric].agg(["mean", "std"])
+
+
+def agd_vs_baselines(r) -> None:
+    baselines = sorted(set(r.best["optimizer.name"]) - {AGD})
+    if not baselines or AGD not in set(r.best["optimizer.name"]):
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for ax, metric, name in zip(
+        axes, ("test_acc", "test_loss"), ("test accuracy", "test loss"), strict=True
+    ):
+        agd = _per_arch(r.best, AGD, metric)
+        values = list(agd["mean"])
+        for i, baseline in enumerate(baselines):
+            base = _per_arch(r.best, baseline, metric).reindex(agd.index)
+            ax.errorbar(
+                agd["mean"],
+                base["mean"],
+                xerr=agd["std"].fillna(0),
+                yerr=base["std"].fillna(0),
+                fmt="o",
+                ms=4,
+                color=colour(i + 1),
+                capsize=2,
+                label=f"{baseline} (best of grid by val loss)",
+            )
+            values += list(base["mean"].dropna())
+            if len(agd) <= 12:  # name each architecture beside its point
+                for arch, x, y in zip(agd.index, agd["mean"], base["mean"], strict=True):
+                    ax.annotate(
+                        short_group(arch),
+                        (x, y),
+                        fontsize=5,
+                        alpha=0.7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        lo, hi = min(values), max(values)
+        pad = 0.05 * (hi - lo or 1)
+        ax.plot(
+            [lo - pad, hi + pad],
+            [lo - pad, hi + pad],
+            color="0.5",
+            lw=1,
+            ls="--",
+            label="equal to AGD",
+        )
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel(f"AGD {name} (one untuned run)")
+        ax.set_ylabel(f"baseline {name}")
+        better = "above" if metric == "test_acc" else "below"
+        ax.set_title(f"{name}: baseline {better} the line beats AGD", fontsize=10)
+        ax.legend(fontsize=7)
+    r.save(
+        fig,
+        "agd_vs_baselines.png",
+        "Each point is one architecture (depth, width, batch size): AGD's test metric against "
+        "the tuned baseline's, the baseline's learning rate chosen on the validation split; "
+        "means over seeds with standard deviations.",
+    )
+
+
+def compute_frontier(r) -> None:
+    if r.points.empty or r.points["optimizer.name"].nunique() < 2:
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    optimizers = [AGD] + sorted(set(r.points["optimizer.name"]) - {AGD})
+    for i, optimizer in enumerate(optimizers):
+        points = r.points[r.points["optimizer.name"] == optimizer]
+        mean = points.groupby(["arch", "epoch"])[["compute", "loss"]].mean()
+        ax.scatter(mean["compute"], mean["loss"], s=5, color=colour(i), alpha=0.25)
+        c, loss = frontier(points)
+        grid = "" if optimizer == AGD else " (whole grid's compute)"
+        ax.step(c, loss, where="post", color=colour(i), lw=1.8, label=f"{optimizer}{grid}")
+    agd_c, agd_l = frontier(r.points[r.points["optimizer.name"] == AGD])
+    if len(agd_l):
+        ax.axhline(agd_l[-1], color="k", ls=":", lw=1, label=f"AGD's best: {agd_l[-1]:.4g}")
+    for row in r.headline:
+        m = row["compute"]["multiplier"]
+        text = "never reaches it" if m is None else f"{m:.2g}x AGD's compute"
+        ax.plot([], [], " ", label=f"{row['baseline']} to reach AGD's best: {text}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_ticks(ax.xaxis)
+    log_ticks(ax.yaxis)
+    metric = r.points.attrs.get("metric", "val_loss").replace("_", " ")
+    ax.set_xlabel("compute, 6 x params x samples (FLOPs)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"compute-optimal frontier: lowest {metric} for the compute spent", fontsize=10)
+    ax.legend(fontsize=7)
+    r.save(
+        fig,
+        "compute_frontier.png",
+        f"Lower envelope of {metric} against compute per optimizer (dots: each architecture "
+        "after each epoch, mean over seeds). A tuned baseline's compute is its whole "
+        "learning-rate grid's, and its loss the grid's best at that point.",
+    )
+
+
+def lr_transfer(r) -> None:
+    for baseline, entries in r.fits.get("lr_transfer", {}).items():
+        runs = r.trials[
+            (r.trials["optimizer.name"] == baseline) & (r.trials["status"] == "completed")
+        ]
+        metric = "val_loss" if runs["val_loss"].notna().any() else "test_loss"
+        keys = held_fixed(runs, ("model.width",))
+        settings = list(by_setting(runs, keys))
+        cols = min(3, len(settings))
+        rows_n = -(-len(settings) // cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.8 * rows_n), squeeze=False)
+        for ax in axes.flat[len(settings) :]:
+            ax.set_visible(False)
+        agd = r.best[r.best["optimizer.name"] == AGD]
+        lrs = sorted(runs["optimizer.lr"].unique())
+        agd_x = lrs[-1] * 3
+        for ax, (name, fixed, part), entry in zip(axes.flat, settings, entries, strict=False):
+            widths = sorted(part["model.width"].unique()) if "model.width" in part else [None]
+            for i, w in enumerate(widths):
+                rows = part if w is None else part[part["model.width"] == w]
+                stats = rows.groupby("optimizer.lr")[metric].agg(["mean", "std"])
+                ax.errorbar(
+                    stats.index,
+                    stats["mean"],
+                    yerr=stats["std"].fillna(0),
+                    marker="o",
+                    ms=4,
+                    lw=1.2,
+                    capsize=2,
+                    color=colour(i),
+                    label=f"width {w}",
+                )
+                mine = agd
+                for k, v in {**fixed, **({"model.width": w} if w is not None else {})}.items():
+                    mine = mine[mine[k] == v] if k in mine else mine
+                if not mine.empty:
+                    ax.errorbar(
+                        [agd_x],
+                        [mine[metric].mean()],
+                        yerr=[mine[metric].std() or 0],
+                        marker="*",
+                        ms=11,
+                        color=colour(i),
+                        capsize=2,
+                    )
+            shift = entry.get("log2_lr_shift_per_width_doubling") if entry else None
+            note = f", best lr x{2**shift:.2g} per width doubling" if shift is not None else ""
+            ax.set_title(f"{baseline}: {name or 'all settings'}{note}", fontsize=9)
+            ax.set_xscale("log")
+            ticks_at(ax.xaxis, [*lrs, agd_x])
+            ax.set_xticks([*lrs, agd_x], [f"{v:g}" for v in lrs] + ["AGD"])
+            ax.set_yscale("log")
+            log_ticks(ax.yaxis)
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel(f"final {metric.replace('_', ' ')}")
+            ax.legend(fontsize=6)
+        r.save(
+            fig,
+            f"lr_transfer_{baseline}.png",
+            f"{baseline}: final {metric.replace('_', ' ')} against learning rate, one curve per "
+            "width, one panel per setting of the other swept keys (means over seeds with "
+            "standard deviations); stars at the right: AGD's untuned run at each width.",
+        )
+
+
+def eta(r) -> None:
+    agd = r.trials[r.trials["optimizer.name"] == AGD]
+    runs = r.epochs[r.epochs["trial_id"].isin(agd["trial_id"])].dropna(subset=["eta_mean"])
+    if runs.empty:
+        return
+    arch = [k for k in ("model.depth", "model.width") if k in agd and agd[k].nunique() > 1]
+    settings = list(by_setting(agd, held_fixed(agd, tuple(arch))))
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 4), squeeze=False)
+    for ax, (name, _, part) in zip(axes[0], settings, strict=True):
+        for i, (series, _, rows) in enumerate(by_setting(part, arch)):
+            mine = runs[runs["trial_id"].isin(rows["trial_id"])]
+            stats = mine.groupby("epoch")["eta_mean"].agg(["mean", "min", "max"])
+            x = stats.index + 1
+            ax.plot(x, stats["mean"], color=colour(i), lw=1.2, label=series or "AGD")
+            if rows["seed"].nunique() > 1:
+                ax.fill_between(x, stats["min"], stats["max"], color=colour(i), alpha=0.2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("eta (mean over the epoch's steps)")
+        ax.set_title(f"AGD's step size eta ({name or 'all'})", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.legend(fontsize=6, ncol=2)
+    r.save(
+        fig,
+        "eta.png",
+        "AGD's automatic step size eta over training, one line per architecture (mean over "
+        "seeds; band: range over seeds), one panel per setting of the other swept keys.",
+    )

@@ -1,0 +1,204 @@
+"""The report on synthetic sweeps with known answers: baselines chosen on the
+validation split, laws recovered with intervals and hold-out errors, series that
+are not laws drawn without a line, numeric ticks on every axis, the compute
+multiplier, and report.html in a real headless browser."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from agd_ray.analysis import figures_scaling
+from agd_ray.analysis.report import Report, make_report
+from agd_ray.config import load_config
+from agd_ray.sweep.grid import expand
+from agd_ray.sweep.results import write_results
+from agd_ray.train.trainer import TrialOutcome
+
+EPOCHS = 4
+LRS = [1e-3, 1e-2, 1e-1]
+
+
+def agd_loss(width: int, depth: int, seed: int) -> float:
+    """A true power law in width (E=0.3, A=2, alpha=0.5), a depth offset, 1 % seed noise."""
+    noise = 1 + 0.01 * np.random.default_rng(1000 * width + 10 * depth + seed).standard_normal()
+    return (0.3 + 2.0 * width**-0.5 + 0.01 * depth) * noise
+
+
+def adam_losses(width: int, depth: int, seed: int, lr: float) -> tuple[float, float]:
+    """(val, test): lr 1e-2 is best on validation, 1e-1 best on test (a grid tuned
+    on test would pick another run); both a little worse than AGD at large width."""
+    base = agd_loss(width, depth, seed) * 1.05
+    val = base * {1e-3: 1.3, 1e-2: 1.0, 1e-1: 1.1}[lr]
+    test = base * {1e-3: 1.3, 1e-2: 1.05, 1e-1: 0.98}[lr]
+    return val, test
+
+
+def synthetic_sweep(out_dir, grid: str, baselines: bool = True, seeds: str = "[0, 1]"):
+    sets = ["name=syn", grid, f"sweep.seeds={seeds}"]
+    if baselines:
+        sets.append(f"sweep.baselines=[{{name: adam, lr: {LRS}}}]")
+    cfg = load_config(None, sets)
+    entries = []
+    for spec in expand(cfg):
+        c = spec.config
+        w, d, seed = c["model"]["width"], c["model"]["depth"], c["train"]["seed"]
+        if spec.optimizer == "agd":
+            val = test = agd_loss(w, d, seed)
+            val *= 1.01
+        else:
+            val, test = adam_losses(w, d, seed, c["optimizer"]["lr"])
+        history = []
+        for e in range(EPOCHS):
+            decay = 1 + 0.5 * (EPOCHS - 1 - e) / EPOCHS  # falls to the final value
+            history.append(
+                {
+                    "epoch": e,
+                    "step": 10 * (e + 1),
+                    "samples": 1000 * (e + 1),
+                    "batch_size": 100,
+                    "train_loss": 0.9 * test * decay,
+                    "train_acc": 1 - test / 2,
+                    "val_loss": val * decay,
+                    "val_acc": 1 - val / 2,
+                    "test_loss": test * decay,
+                    "test_acc": 1 - test * decay / 2,
+                    "eta_mean": 0.1 + 0.01 * e if spec.optimizer == "agd" else None,
+                    "wall_s": 1.0 + e,
+                }
+            )
+        params = w * w * d
+        entries.append((spec, TrialOutcome(spec.trial_id, "completed", history, params=params)))
+    write_results(entries, out_dir)
+    return cfg
+
+
+WIDTHS = "sweep.grid.model.width=[16, 64, 256, 1024, 4096]"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "syn"
+    synthetic_sweep(out, WIDTHS)
+    lines = []
+    make_report(out, echo=lines.append)
+    return out / "report", lines
+
+
+def test_baselines_are_chosen_on_validation_and_scored_on_test(report):
+    folder, _ = report
+    best = pq.read_table(folder / "best_of_grid.parquet").to_pandas()
+    expected = {
+        "group",
+        "optimizer.name",
+        "trial_id",
+        "selected_by",
+        "val_loss",
+        "test_loss",
+        "test_acc",
+        "runs",
+        "grid_samples",
+        "grid_compute",
+    }
+    assert expected <= set(best.columns)
+    adam = best[best["optimizer.name"] == "adam"]
+    assert len(adam) == 10 and (adam["selected_by"] == "val_loss").all()
+    assert (adam["optimizer.lr"] == 1e-2).all()  # best on validation, not 1e-1 (best on test)
+    assert (adam["runs"] == 3).all()
+    agd = best[best["optimizer.name"] == "agd"]
+    assert (agd["runs"] == 1).all() and len(agd) == 10
+    one = adam.iloc[0]
+    assert one["grid_samples"] == 3 * 1000 * EPOCHS
+    assert one["grid_compute"] == pytest.approx(6 * one["params"] * one["grid_samples"])
+
+
+def test_width_law_is_recovered_with_interval_and_holdout(report):
+    folder, _ = report
+    fits = json.loads((folder / "fits.json").read_text())
+    (agd,) = fits["test_loss_vs_width"]["agd"]
+    assert agd["status"] == "fit", agd
+    lo, hi = agd["alpha_ci"]
+    assert lo <= 0.5 <= hi and hi - lo < 0.5
+    assert agd["E_ci"][0] <= 0.3 + 0.01 * 4 <= agd["E_ci"][1] + 1e-9
+    assert agd["n_x"] == 5 and agd["n_points"] == 10
+    assert agd["holdout_rel_error"] < 0.05
+    for key in ("E", "A", "alpha", "E_ci", "A_ci", "alpha_ci", "reason"):
+        assert key in agd
+
+
+def test_compute_multiplier_and_lr_transfer_in_fits(report):
+    folder, lines = report
+    fits = json.loads((folder / "fits.json").read_text())
+    adam = fits["compute_multiplier"]["adam"]
+    # Adam's grid is 3 runs of at least AGD's compute each, and its best val loss at
+    # the largest width is 5 % above AGD's: it never reaches AGD's best
+    assert adam["reaches"] is False and adam["multiplier"] is None
+    assert any("never reaches" in line for line in lines)
+    (transfer,) = fits["lr_transfer"]["adam"]
+    assert set(transfer["best_lr_per_width"].values()) == {1e-2}
+    assert transfer["log2_lr_shift_per_width_doubling"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_every_figure_has_numeric_ticks(report):
+    folder, _ = report
+    names = {p.name for p in folder.glob("*.png")}
+    assert {
+        "agd_vs_baselines.png",
+        "compute_frontier.png",
+        "lr_transfer_adam.png",
+        "scaling_width.png",
+        "eta.png",
+    } <= names
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        "sweep.grid.model.width=[16, 64, 256, 1024, 4096]",
+        "sweep.grid.model.depth=[2, 4, 8]",
+        "sweep.grid.model.width=[100, 120, 150]",  # less than a decade on a log axis
+    ],
+)
+def test_tick_check_passes_on_every_figure(tmp_path, grid):
+    synthetic_sweep(tmp_path / "syn", f"{grid}")
+    report = Report(tmp_path / "syn")
+    report.build()
+    assert report.figures and report.tick_problems == []
+
+
+def test_a_three_point_series_is_unidentified_and_drawn_without_a_line(tmp_path, monkeypatch):
+    synthetic_sweep(tmp_path / "syn", "sweep.grid.model.depth=[2, 4, 8]", baselines=False)
+    report = Report(tmp_path / "syn")
+    report.out.mkdir(parents=True)
+    saved = []
+    monkeypatch.setattr(report, "save", lambda fig, name, caption: saved.append(fig))
+    figures_scaling.scaling(report, "depth")
+    (entry,) = report.fits["test_loss_vs_depth"]["agd"]
+    assert entry["status"] == "unidentified" and "x value" in entry["reason"]
+    (fig,) = saved
+    fitted = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata()) == 100]
+    assert fitted == []
+
+
+def test_a_series_on_a_bound_is_unidentified(tmp_path, monkeypatch):
+    """A loss that grows with width: no decreasing law fits, alpha runs to 0."""
+    monkeypatch.setattr(
+        "test_report.agd_loss", lambda w, d, s: (0.3 + 0.01 * w**0.5) * (1 + 0.001 * s)
+    )
+    synthetic_sweep(tmp_path / "syn", WIDTHS, baselines=False)
+    report = Report(tmp_path / "syn")
+    report.build()
+    (entry,) = report.fits["test_loss_vs_width"]["agd"]
+    assert entry["status"] == "unidentified", entry
+    assert entry["reason"]
+
+
+def test_report_html_in_a_real_browser(report):
+    from browser import images_in_page
+
+    folder, _ = report
+    page = images_in_page(folder / "report.html")
+    assert page["images"] >= 5 and page["broken"] == []
+    assert "Headline" in page["h2"][0]
+    assert "chosen on val_loss" in page["text"] and "never reaches" in page["text"]
