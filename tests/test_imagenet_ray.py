@@ -1,11 +1,13 @@
 """Ray integration: one epoch of ResNet-50 on 64-pixel images with 2 workers, the
 shards streamed through Ray Data; every good image is seen once."""
 
+import pyarrow.parquet as pq
 import pytest
 from test_imagenet_prepare import WNIDS, make_tree
 
 from agd_ray.config import ConfigError, load_config
 from agd_ray.data import prepare_data
+from agd_ray.data.imagenet import _fs_and_path, shard_paths, split_train_shards
 from agd_ray.data.imagenet_prepare import prepare_imagenet
 from agd_ray.train.trainer import make_trainer, outcome_from_result
 
@@ -30,15 +32,28 @@ def test_resnet50_epoch_through_ray_data(ray_session, tmp_path):
             "train.epochs=1",
             "train.batch_size=4",
             "scaling.num_workers=2",
+            "data.val_fraction=0.3",
         ],
     )
     assert prepare_data(cfg.data).num_classes == len(WNIDS)
     outcome = outcome_from_result("imagenet", make_trainer(cfg, "imagenet", str(tmp_path)).fit())
     assert outcome.status == "completed", outcome.error
     (epoch,) = outcome.history
-    assert epoch["samples"] == 24  # every good training image once, over both workers
-    assert epoch["step"] == 24 // 4
-    assert 0.0 <= epoch["test_acc"] <= 1.0 and epoch["test_acc5"] is None  # 3 classes
+    # the validation split is whole training shards, drawn from the seed
+    fs, root = _fs_and_path(str(shards))
+    train, val = split_train_shards(shard_paths(fs, f"{root}/train"), 0.3, seed=0)
+    held_out = sum(pq.read_metadata(p).num_rows for p in val)
+    assert len(val) == 2 and held_out >= 2
+    # every other good training image once, split equally over the two workers
+    # (Ray Train's split drops an odd one), in local batches of 2
+    per_worker = (24 - held_out) // 2
+    assert epoch["samples"] == 2 * per_worker
+    assert epoch["step"] == -(-per_worker // 2)
+    # 6 test and held_out validation images, split equally over the 2 workers (Ray
+    # Train's split drops the odd one): accuracies are multiples of 1/n
+    n_val = held_out // 2 * 2
+    assert round(epoch["test_acc"] * 6, 6).is_integer() and epoch["test_acc5"] is None
+    assert round(epoch["val_acc"] * n_val, 6).is_integer() and epoch["val_loss"] > 0
     assert epoch["eta_mean"] > 0
 
 

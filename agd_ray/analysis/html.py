@@ -145,7 +145,9 @@ def fits_section(fits: dict) -> list[str]:
     return [
         "<h2>Fitted laws: L = E + A x<sup>-alpha</sup></h2>",
         "<p>Huber loss on log residuals from several starting points; 95 % bootstrap intervals "
-        "(over seeds when there are two or more); the hold-out error is the relative error of "
+        "(resampling whole seeds when there are five or more, else points: with 2-3 seeds a "
+        "seed bootstrap has only 3-10 distinct resamples and its intervals cover the truth "
+        "far less than 95 % of the time); the hold-out error is the relative error of "
         "the law refitted without the largest x when it predicts that x. A fit with fewer than "
         "4 x values, on a bound, or with an alpha interval wider than alpha is not a law.</p>",
         _table(header, rows, left=4),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
 from agd_ray.analysis.html import render
@@ -79,6 +80,12 @@ class Report:
         self.figures.append((name, caption))
 
     def build(self) -> Path:
+        # The fits run thousands of small L-BFGS-B solves; OpenBLAS's thread pool
+        # costs more than it gives on them (10x slower on a busy 2-core machine).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._build()
+
+    def _build(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         self.fits["compute_multiplier"] = {h["baseline"]: h["compute"] for h in self.headline}
         baselines = sorted(set(self.trials["optimizer.name"]) - {compare.AGD})

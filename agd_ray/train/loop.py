@@ -17,6 +17,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -453,6 +454,9 @@ def evaluate(
             sums[2] += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
         sums[3] += len(y)
     loss, correct, correct5, n = all_reduce_sum(sums).tolist()
+    if n == 0:  # Ray Data's equal split gives no rows to anyone from a split < world
+        warnings.warn(f"the {split} split reached no worker: no {split} metrics", stacklevel=2)
+        return {f"{split}_loss": None, f"{split}_acc": None}
     metrics = {f"{split}_loss": loss / n, f"{split}_acc": correct / n}
     if split == "test":
         metrics["test_acc5"] = correct5 / n if num_classes >= 5 else None
