@@ -78,9 +78,10 @@ class ModelConfig(Section):
 
 
 class OptimizerConfig(Section):
-    name: Literal["agd", "agd_spectral", "curvature", "sgd", "adam", "adamw", "amsgrad"] = "agd"
-    """agd: the paper's; agd_spectral: AGD with Newton-Schulz-orthogonalised updates;
-    curvature: de Gournay & Gossard's curvature-rescaled step; the rest: torch's."""
+    name: str = "agd"
+    """One of the registry's optimizers (``agd_ray.optim.OPTIMIZERS``): agd (the
+    paper's), agd_spectral, curvature, sgd, adam, adamw, amsgrad, muon, prodigy,
+    schedulefree_adamw."""
     gain: PositiveFloat = 1.0
     """AGD: multiplies every update (the paper: 1)."""
     ns_steps: PositiveInt = 10
@@ -93,7 +94,14 @@ class OptimizerConfig(Section):
     beta3: float = Field(default=0.9, ge=0.0, lt=1.0)
     """curvature: moving-average factor of the curvature estimate."""
     lr: PositiveFloat | None = None
-    """Baselines' learning rate (adam/adamw/amsgrad default 1e-3; sgd needs one)."""
+    """The learning rate of optimizers that have one (default per optimizer: adam
+    1e-3, muon 0.02, prodigy 1.0 (a multiplier of its estimate), schedulefree_adamw
+    2.5e-3; sgd needs one)."""
+    adamw_lr: PositiveFloat = 3e-4
+    """muon: AdamW's learning rate for the parameters Muon does not take (the first
+    and last layers, biases, gains, conv kernels)."""
+    warmup_steps: NonNegativeInt = 0
+    """schedulefree_adamw: linear warm-up steps."""
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -111,20 +119,33 @@ class OptimizerConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerConfig:
-        if self.name in ("agd", "agd_spectral", "curvature"):
-            what = {"agd": "AGD", "agd_spectral": "spectral AGD"}.get(self.name, "curvature")
-            scale_with = "lam" if self.name == "curvature" else "gain"
+        from agd_ray.optim.registry import OPTIMIZERS, learning_rate_free
+
+        entry = OPTIMIZERS.get(self.name)
+        if entry is None:
+            near = difflib.get_close_matches(self.name, OPTIMIZERS, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(
+                f"name: unknown value {self.name!r} ({hint}valid: {', '.join(OPTIMIZERS)})"
+            )
+        for key, value in entry.defaults:  # this optimizer's own defaults
+            if key not in self.model_fields_set:
+                object.__setattr__(self, key, value)
+        what = {"agd": "AGD", "agd_spectral": "spectral AGD"}.get(self.name, self.name)
+        if not entry.schedule and self.schedule != "constant":
+            hint = "it is schedule-free" if entry.lr else "use train.batch_schedule"
+            raise ValueError(f"schedule: {what} has no schedule ({hint})")
+        if learning_rate_free(self.name):  # AGD, its variants, curvature
             if self.lr is not None:
+                scale_with = "lam" if self.name == "curvature" else "gain"
                 raise ValueError(
                     f"lr: {what} has no learning rate (use {scale_with} to scale its steps)"
                 )
-            if self.schedule != "constant":
-                raise ValueError(f"schedule: {what} has no schedule (use train.batch_schedule)")
             return self
         if self.lr is None:
-            if self.name == "sgd":
-                raise ValueError("lr: sgd needs a learning rate")
-            object.__setattr__(self, "lr", 1e-3)
+            if entry.lr_required:
+                raise ValueError(f"lr: {self.name} needs a learning rate")
+            object.__setattr__(self, "lr", entry.lr)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
         if not all(0 <= b < 1 for b in self.betas):

@@ -14,7 +14,8 @@ from agd_ray.train.trainer import TrialOutcome
 
 BASE = [
     "name=div",
-    "data.num_samples=2000",  # 1600 training samples: 25 steps of 64 per epoch
+    "data.num_samples=2000",  # 1600 training samples, 160 held out for validation:
+    # 1440 train, 22 steps of 64 per epoch
     "train.batch_size=64",
     "train.epochs=4",
     "train.noise_scale=false",
@@ -81,7 +82,7 @@ def _poison_weight_after_step(monkeypatch, step: int):
 
 
 def test_nan_weight_mid_epoch_stops_with_epoch_and_step(monkeypatch, tmp_path):
-    _poison_weight_before_step(monkeypatch, step=30)  # epoch 1 (steps 26..50)
+    _poison_weight_before_step(monkeypatch, step=30)  # epoch 1 (steps 23..44)
     cfg = load_config(None, BASE)
     reports = []
     result = loop.run_training(cfg, _session(reports), loop.TrialInfo("div"))
@@ -100,12 +101,12 @@ def test_nan_weight_mid_epoch_stops_with_epoch_and_step(monkeypatch, tmp_path):
 
 
 def test_non_finite_weight_with_finite_losses_is_caught_at_the_epochs_end(monkeypatch):
-    _poison_weight_after_step(monkeypatch, step=25)  # the last step of epoch 0
+    _poison_weight_after_step(monkeypatch, step=22)  # the last step of epoch 0
     cfg = load_config(None, BASE)
     result = loop.run_training(cfg, _session([]), loop.TrialInfo("div"))
     assert result["status"] == "diverged"
     (row,) = result["history"]
-    assert row["diverged_step"] == 25
+    assert row["diverged_step"] == 22
     assert math.isfinite(row["train_loss"])  # every loss was finite
 
 

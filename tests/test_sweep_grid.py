@@ -78,20 +78,25 @@ def test_batch_ramp_switches_at_the_listed_epochs():
         load_config(None, ["scaling.num_workers=2", "train.batch_schedule=[[0, 63]]"])
 
 
-def _row(spec, acc, samples, wall, status="completed"):
+def _row(spec, acc, val_loss, samples, wall, status="completed"):
     return {
         "trial_id": spec.trial_id,
         "group": spec.group,
         "optimizer.name": spec.optimizer,
         "optimizer.lr": spec.config["optimizer"]["lr"],
         "status": status,
+        "val_loss": val_loss,
+        "test_loss": 1 - acc,
         "test_acc": acc,
+        "params": 100,
         "samples": samples,
         "wall_s": wall,
     }
 
 
 def test_summary_sets_agd_against_the_best_of_each_grid():
+    """The best of grid is chosen on validation loss and scored on test: at depth 4
+    the best test accuracy (0.65, lr 1e-2) is not the validation-best run (lr 1e-3)."""
     adam = "sweep.baselines=[{name: adam, lr: [1.0e-3, 1.0e-2, 0.1]}]"
     specs = expand(load_config(None, [GRID[0], adam]))
     by_opt = {}
@@ -100,23 +105,28 @@ def test_summary_sets_agd_against_the_best_of_each_grid():
     rows = []
     for (group, opt), members in by_opt.items():
         if opt == "agd":
-            rows.append(_row(members[0], 0.70, 1000, 1.0))
+            rows.append(_row(members[0], 0.70, 0.3, 1000, 1.0))
         else:
-            accs = [0.5, 0.8, 0.1] if group.startswith("model.depth=2") else [0.6, 0.65, 0.2]
-            for m, acc in zip(members, accs, strict=True):
-                rows.append(_row(m, acc, 1000, 2.0, "diverged" if acc == 0.1 else "completed"))
+            depth2 = group.startswith("model.depth=2")
+            accs = [0.5, 0.8, 0.1] if depth2 else [0.6, 0.65, 0.2]
+            vals = [0.6, 0.4, None] if depth2 else [0.3, 0.5, None]
+            for m, acc, val in zip(members, accs, vals, strict=True):
+                status = "diverged" if acc in (0.1, 0.2) else "completed"
+                rows.append(_row(m, acc, val, 1000, 2.0, status))
     rows.append({**rows[0], "trial_id": "unfinished", "status": "failed", "test_acc": None})
     table = summarise(rows)
     d2 = table["model.depth=2;seed=0"]
     assert [e.optimizer for e in d2] == ["agd", "adam"]
     assert d2[0].best_acc == 0.70 and d2[0].runs == 1 and d2[0].samples == 1000
     assert d2[1].best_acc == 0.8 and d2[1].best_setting == "lr=0.01"
+    assert d2[1].selected_by == "val_loss" and d2[1].val_loss == 0.4
     assert d2[1].runs == 3 and d2[1].samples == 3000 and d2[1].wall_s == 6.0
-    assert d2[1].diverged == 1
+    assert d2[1].compute == 6 * 100 * 3000 and d2[1].diverged == 1
     d4 = table["model.depth=4;seed=0"]
-    assert d4[1].best_acc == 0.65
+    assert d4[1].best_acc == 0.6 and d4[1].best_setting == "lr=0.001"  # not 0.65
     text = format_summary(table)
     assert "depth=2 seed=0" in text and "lr=0.01" in text and "(1 diverged)" in text
+    assert "chosen by val_loss, scored on the test split" in text
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,14 @@ from matplotlib.ticker import MaxNLocator
 from agd_ray.analysis.compare import AGD, arch_of, frontier
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.plotting import colour, log_ticks, plt, ticks_at
-from agd_ray.sweep.summary import short_group
+
+
+def initials(arch: str) -> str:
+    """``model.depth=4;model.width=256`` -> ``d4 w256`` (a point's label)."""
+    return " ".join(
+        f"{key.rsplit('.', 1)[-1][0]}{value}"
+        for key, _, value in (item.partition("=") for item in arch.split(";"))
+    )
 
 
 def _per_arch(best, optimizer: str, metric: str):
@@ -44,7 +51,7 @@ def agd_vs_baselines(r) -> None:
             if len(agd) <= 12:  # name each architecture beside its point
                 for arch, x, y in zip(agd.index, agd["mean"], base["mean"], strict=True):
                     ax.annotate(
-                        short_group(arch),
+                        initials(arch),
                         (x, y),
                         fontsize=5,
                         alpha=0.7,
@@ -71,7 +78,8 @@ def agd_vs_baselines(r) -> None:
     r.save(
         fig,
         "agd_vs_baselines.png",
-        "Each point is one architecture (depth, width, batch size): AGD's test metric against "
+        "Each point is one architecture, labelled by the initials of its swept keys (d depth, "
+        "w width, b batch size): AGD's test metric against "
         "the tuned baseline's, the baseline's learning rate chosen on the validation split; "
         "means over seeds with standard deviations.",
     )

@@ -41,6 +41,15 @@ def by_setting(rows: pd.DataFrame, keys: list[str]):
         yield " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()), fixed, part
 
 
+def select_on_val(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per (x, seed), the row with the lowest validation loss (test loss for sweeps
+    without a validation split): the frontier over the other swept keys, chosen
+    without looking at the test split."""
+    metric = "val_loss" if rows["val_loss"].notna().any() else "test_loss"
+    rows = rows.dropna(subset=[metric])
+    return rows.loc[rows.groupby([column, "seed"])[metric].idxmin()]
+
+
 def _seed_groups(x, y) -> dict:
     groups: dict = {}
     for xi, yi in zip(x, y, strict=True):
@@ -56,22 +65,28 @@ def scaling(r, axis: str) -> None:
     optimizers = [AGD] + sorted(set(best["optimizer.name"]) - {AGD})
     optimizers = [o for o in optimizers if o in set(best["optimizer.name"])]
     keys = held_fixed(best, drop)
-    n_series = best.groupby(keys).ngroups if keys else 1
+    n_series = best.groupby(keys).ngroups + 1 if keys else 1
     height = 4.2 + 0.13 * n_series
     fig, axes = plt.subplots(
         1, len(optimizers), figsize=(6 * len(optimizers), height), squeeze=False
     )
     fits: dict[str, list] = {}
+    names = ", ".join(k.rsplit(".", 1)[-1] for k in keys)
     for ax, optimizer in zip(axes[0], optimizers, strict=True):
         rows = best[best["optimizer.name"] == optimizer]
-        for i, (name, fixed, part) in enumerate(by_setting(rows, keys)):
+        series = list(by_setting(rows, keys))
+        if keys:  # the frontier: at each x and seed, the setting chosen on validation
+            frontier = {"frontier": f"best {names} per {axis} and seed, chosen on val loss"}
+            series.append((f"best {names} (by val loss)", frontier, select_on_val(rows, column)))
+        for i, (name, fixed, part) in enumerate(series):
             fit = fit_power_law(part[column], part["test_loss"], part["seed"])
             fits.setdefault(optimizer, []).append({"held_fixed": fixed, **fit.to_dict()})
-            series = name or "all"
-            text = (
-                f"{series}: {fit.label()}" if fit.identified else f"{series}: no law ({fit.reason})"
-            )
-            errorbar(ax, _seed_groups(part[column], part["test_loss"]), text, i, line=False)
+            name = name or "all"
+            text = f"{name}: {fit.label()}" if fit.identified else f"{name}: no law ({fit.reason})"
+            i = "k" if "frontier" in fixed else i
+            groups = _seed_groups(part[column], part["test_loss"])
+            frontier = "frontier" in fixed  # hollow squares: they sit on other series' points
+            errorbar(ax, groups, text, i, "s" if frontier else "o", line=False, hollow=frontier)
             if fit.identified:
                 xs = np.geomspace(part[column].min(), part[column].max(), 100)
                 ax.plot(xs, fit.predict(xs), color=colour(i), lw=1.2)
@@ -89,10 +104,11 @@ def scaling(r, axis: str) -> None:
     r.save(
         fig,
         f"scaling_{axis}.png",
-        f"Final test loss against {label}, one series (colour) per setting of {fixed}; "
-        "means over seeds with their standard deviation. Fitted L = E + A x^-alpha "
-        "(Huber loss on log residuals, bootstrap 95 % intervals, hold-out error at the "
-        "largest x) where identified; series without a law are points only.",
+        f"Final test loss against {label}, one series (colour) per setting of {fixed}, "
+        f"and as black squares the frontier: at each {axis} and seed the setting with the lowest "
+        "validation loss; means over seeds with their standard deviation. Fitted "
+        "L = E + A x^-alpha (Huber loss on log residuals, bootstrap 95 % intervals, "
+        "hold-out error at the largest x) where identified; series without a law are points only.",
     )
 
 
@@ -181,15 +197,9 @@ def batch_size_study(r) -> None:
             last = runs.sort_values("epoch").groupby("trial_id")["noise_scale"].last()
             batch = part.set_index("trial_id")["train.batch_size"]
             noise = _seed_groups(batch[last.index], last.to_numpy())
-            errorbar(axes[1], noise, f"{name or 'all'}: measured B_simple", i)
-            if ok:
-                axes[1].axhline(
-                    fit["B_crit"],
-                    color=colour(i),
-                    ls="--",
-                    lw=1,
-                    label=f"{name or 'all'}: fitted B_crit",
-                )
+            errorbar(axes[1], noise, f"{name or 'all'}", i)
+            if ok:  # the fitted B_crit of the same series, dashed
+                axes[1].axhline(fit["B_crit"], color=colour(i), ls="--", lw=1)
     r.fits["batch_size"] = fits
     for ax in axes:
         ax.set_xscale("log")
@@ -203,7 +213,9 @@ def batch_size_study(r) -> None:
     if axes[1].has_data():
         log_ticks(axes[1].yaxis)
         axes[1].set_ylabel("gradient noise scale at the end")
-        axes[1].set_title("measured noise scale (McCandlish et al.) vs fitted B_crit", fontsize=10)
+        axes[1].set_title(
+            "measured noise scale B_simple (points) vs fitted B_crit (dashed)", fontsize=10
+        )
     else:
         axes[1].set_visible(False)
     r.save(

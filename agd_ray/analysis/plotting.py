@@ -22,8 +22,9 @@ import numpy as np  # noqa: E402
 COLOURS = plt.get_cmap("tab10").colors
 
 
-def colour(i: int):
-    return COLOURS[i % len(COLOURS)]
+def colour(i: int | str):
+    """The i-th series colour (a matplotlib colour name passes through)."""
+    return i if isinstance(i, str) else COLOURS[i % len(COLOURS)]
 
 
 def compact(value: float) -> str:
@@ -125,7 +126,7 @@ def tick_problems(fig) -> list[str]:
     return problems
 
 
-def errorbar(ax, groups, label: str, i: int, marker: str = "o", line: bool = True):
+def errorbar(ax, groups, label: str, i, marker: str = "o", line: bool = True, hollow=False):
     """Mean over seeds at each x with the seeds' standard deviation as error bars
     (none with one seed). ``groups`` maps x -> list of values."""
     xs = np.array(sorted(groups), float)
@@ -137,7 +138,8 @@ def errorbar(ax, groups, label: str, i: int, marker: str = "o", line: bool = Tru
         yerr=sds if sds.any() else None,
         color=colour(i),
         marker=marker,
-        ms=4,
+        ms=8 if hollow else 4,
+        mfc="none" if hollow else colour(i),
         lw=1 if line else 0,
         elinewidth=1,
         capsize=2,

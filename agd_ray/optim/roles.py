@@ -138,6 +138,15 @@ def parameter_roles(model: nn.Module) -> dict[str, tuple[Role, str]]:
     return roles
 
 
+def execution_order(model: nn.Module) -> list[str]:
+    """The names of the model's weight layers in the order its forward pass calls
+    them (from the fx trace, not registration order)."""
+    graph = _Tracer().trace(model)
+    modules = dict(model.named_modules())
+    called = [n.target for n in graph.nodes if n.op == "call_module"]
+    return [name for name in called if isinstance(modules.get(name), WEIGHT_LAYERS)]
+
+
 def _trainable(m: nn.Module) -> bool:
     return any(p.requires_grad for p in m.parameters(recurse=False))
 

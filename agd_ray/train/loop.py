@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from agd_ray.config import ExperimentConfig, TrainConfig, validate_config
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
-from agd_ray.optim import AGD, CurvatureStep, build_optimizer, build_scheduler, orthogonal_init_
+from agd_ray.optim import OPTIMIZERS, Entry, build_optimizer, build_scheduler, orthogonal_init_
 from agd_ray.train.batches import GlobalBatchSampler, eval_batches, train_batches
 from agd_ray.train.noise import LocalGradNorm, NoiseScale, grad_sq_norm, local_norm_hook
 from agd_ray.train.wandb_logger import WandbLogger
@@ -208,7 +208,8 @@ def run_training(
         train_data, test_data = shard("train"), shard("test")
         val_data = shard("val") if cfg.data.val_fraction > 0 else None
     model = build_model(cfg.model, splits.spec)
-    if cfg.optimizer.name in ("agd", "agd_spectral"):
+    entry = OPTIMIZERS[cfg.optimizer.name]
+    if entry.init == "orthogonal":
         orthogonal_init_(model)  # baselines keep PyTorch's default init, as in the paper
     params = count_params(model)
     model = session.prepare_model(model)
@@ -217,7 +218,7 @@ def run_training(
     criterion = loss_fn(cfg.train.loss, splits.spec.num_classes)
     noise, local_norm = setup_noise_scale(cfg, model, session)
     logger = WandbLogger(cfg, trial.trial_id, rank, trial.storage, trial.wandb_dir)
-    parts = Parts(model, optimizer, criterion, device, logger, noise, local_norm)
+    parts = Parts(model, optimizer, entry, criterion, device, logger, noise, local_norm)
 
     state = TrainState()
     checkpoint = session.get_checkpoint()
@@ -232,9 +233,13 @@ def run_training(
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
         sampler.set_epoch(epoch, batch_size_at(cfg.train, epoch))
+        if entry.eval_mode:  # schedule-free: train at y, evaluate and save at x
+            optimizer.train()
         row, steps, samples = train_epoch(cfg, parts, train_data, sampler, state.step)
         if scheduler is not None:
             scheduler.step()
+        if entry.eval_mode:
+            optimizer.eval()
         train_s = time.perf_counter() - start
         classes = splits.spec.num_classes
         for split, data in (("val", val_data), ("test", test_data)):
@@ -284,6 +289,7 @@ class Parts:
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    entry: Entry  # the registry's: how to step it, what it reports, train/eval modes
     criterion: Callable
     device: torch.device
     logger: WandbLogger
@@ -340,7 +346,7 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
             world = dist.get_world_size()
             local = len(y)
             parts.noise.update(parts.local_norm.take(), grad_sq_norm(params), local, local * world)
-    if isinstance(parts.optimizer, CurvatureStep):
+    if parts.entry.step_needs_loss:
         parts.optimizer.step(loss_fn=batch_loss_fn(parts, x, y))
     else:
         parts.optimizer.step()
@@ -384,7 +390,7 @@ def train_epoch(
     never = torch.iinfo(torch.int64).max
     first_bad = torch.full((), never, device=device, dtype=torch.int64)  # global step
     etas: list[torch.Tensor] = []
-    agd = parts.optimizer if isinstance(parts.optimizer, AGD) else None
+    has_eta = "eta" in parts.entry.metrics  # AGD and its variants: eta per epoch
     steps = 0
     for x, y in train_batches(dataset, sampler, cfg.data.loader_workers, device):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -395,12 +401,12 @@ def train_epoch(
         loss_sum += loss * len(y)
         correct += (out.argmax(1) == y).sum()
         count += len(y)
-        if agd is not None:
-            etas.append(agd.eta.clone())  # step() overwrites it in place
+        if has_eta:
+            etas.append(parts.optimizer.eta.clone())  # step() overwrites it in place
         if parts.logger.active and (step0 + steps) % parts.logger.every == 0:
             metrics = {"train/loss": float(loss)}
-            if agd is not None:
-                metrics.update({"train/eta": float(agd.eta), "train/G": float(agd.G)})
+            for name in parts.entry.metrics:  # 0-dim tensors the step wrote
+                metrics[f"train/{name}"] = float(getattr(parts.optimizer, name))
             parts.logger.log_step(step0 + steps, metrics)
         if steps % DIVERGENCE_CHECK_EVERY == 0 and _first_on_any_rank(first_bad) != never:
             break  # every rank sees the same minimum and stops at the same step
