@@ -4,6 +4,7 @@ averaged point; each new optimizer trains through the loop (in-process, no Ray).
 
 import pytest
 import torch
+from test_divergence import BASE, _session
 
 from agd_ray.config import ConfigError, load_config
 from agd_ray.data import DataSpec
@@ -11,7 +12,6 @@ from agd_ray.models import build_model
 from agd_ray.optim import OPTIMIZERS, build_optimizer, build_scheduler
 from agd_ray.optim.muon import hidden_matrices
 from agd_ray.train import loop
-from test_divergence import BASE, _session
 
 
 def test_config_names_and_messages_come_from_the_registry():
