@@ -115,3 +115,24 @@ def test_a_healthy_run_completes_with_no_divergence():
     result = loop.run_training(cfg, _session([]), loop.TrialInfo("ok"))
     assert result["status"] == "completed"
     assert all(h["diverged_step"] is None for h in result["history"])
+
+
+def test_fixed_seed_run_matches_values_recorded_before_the_loop_was_split():
+    """Changes that should not alter results (the loop's redesign into components)
+    give the same numbers: a 2-epoch run of AGD and of Adam, noise scale on, against
+    values recorded from the single-file loop (tests/data/fixed_seed_2_epochs.json)."""
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    recorded = json.loads((Path(__file__).parent / "data/fixed_seed_2_epochs.json").read_text())
+    for name, rows in recorded.items():
+        cfg = load_config(
+            None, [*BASE, "train.epochs=2", "train.noise_scale=true", f"optimizer.name={name}"]
+        )
+        history = loop.run_training(cfg, _session([]), loop.TrialInfo(name))["history"]
+        for got, want in zip(history, rows, strict=True):
+            for key, value in want.items():
+                expected = None if value is None else pytest.approx(value, rel=1e-6, abs=1e-12)
+                assert got[key] == expected, (name, key)
