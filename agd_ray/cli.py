@@ -1,13 +1,15 @@
 """The ``agd-ray`` command.
 
-    agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR]
-    agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume]
+    agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR] [--verbose]
+    agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume] [--verbose]
     agd-ray report SWEEP_DIR [--out DIR]
     agd-ray data prepare-imagenet SRC_DIR DST_DIR
-    agd-ray submit CONFIG.yaml --address URL [--set ...] [--out DIR] [--no-wait]
+    agd-ray submit CONFIG.yaml --address URL [--set ...] [--out DIR] [--no-wait] [--verbose]
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
-before any Ray work starts; ``--debug`` shows the traceback.
+before any Ray work starts; ``--debug`` shows the traceback. ``train`` and ``sweep``
+print the project's lines only; ``--verbose`` shows Ray's own output too (Tune's
+tables, the workers' logs).
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ import sys
 import traceback
 from pathlib import Path
 
-# Ray packs the working dir and builds a fresh venv per worker when the driver is
-# started by `uv run`; workers here already share the driver's environment, and
-# clusters get theirs from the job's runtime env. Must be set before Ray is imported.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from agd_ray import ray_setup
 
-from agd_ray.config import ConfigError, load_config
+ray_setup.apply_env_defaults()  # some are read when Ray is imported: before any import
+
+from agd_ray.config import ConfigError, load_config  # noqa: E402
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         "(e.g. --set model.width=512); repeatable",
     )
     p.add_argument("--out", default="results", help="output folder (default: results)")
+    p.add_argument(
+        "--verbose", action="store_true", help="show Ray's own output too (Tune, worker logs)"
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -50,7 +53,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from agd_ray.sweep.runner import run_sweep, sweep_paths
     from agd_ray.sweep.summary import format_summary, summarise
 
-    outcomes = run_sweep(cfg, args.out, resume=args.resume)
+    outcomes = run_sweep(cfg, args.out, resume=args.resume, verbose=args.verbose)
     specs = expand(cfg)
     out_dir = sweep_paths(cfg, args.out).out_dir
     rows = pq.read_table(out_dir / "trials.parquet").to_pylist()
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--out", default=None, help="output folder on the cluster")
     submit.add_argument("--no-wait", action="store_true", help="submit and return")
+    submit.add_argument("--verbose", action="store_true", help="the job's sweep runs --verbose")
     data = sub.add_parser("data", help="dataset preparation")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prep = data_sub.add_parser(
@@ -120,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_out(args.out, cfg.name)
     from agd_ray.train.trainer import run_train  # imports Ray: only after validation
 
-    outcome = run_train(cfg, args.out)
+    outcome = run_train(cfg, args.out, verbose=args.verbose)
     out = f"{args.out}/{cfg.name}"
     if outcome.status == "failed":
         print(f"training failed: {outcome.error}", file=sys.stderr)
@@ -151,7 +155,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from agd_ray.submit import submit
 
-    return submit(args.config, args.address, args.overrides, args.out, wait=not args.no_wait)
+    return submit(
+        args.config,
+        args.address,
+        args.overrides,
+        args.out,
+        wait=not args.no_wait,
+        verbose=args.verbose,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

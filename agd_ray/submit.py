@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from agd_ray.config import ConfigError, load_config
@@ -44,26 +45,74 @@ EXCLUDES = [
 ]
 
 
-def job_entrypoint(config: str, overrides: list[str], out: str | None) -> str:
+def job_entrypoint(
+    config: str, overrides: list[str], out: str | None, verbose: bool = False
+) -> str:
     args = ["agd-ray", "sweep", config]
     for item in overrides:
         args += ["--set", item]
     if out:
         args += ["--out", out]
+    if verbose:
+        args.append("--verbose")
     return shlex.join(args)
 
 
-def _submit_when_ready(client, wait_s: float = 90.0, **job) -> str:
-    """Submit; a head that has just started answers "No available agent" until its
-    job agent registers, so that answer is retried for up to ``wait_s`` seconds."""
+# What a head that is starting (or busy) answers for a while: its job agent has not
+# registered yet, or its dashboard drops the connection (seen inside submit_job,
+# while the working dir was uploaded). requests' ConnectionError is an OSError.
+TRANSIENT_MESSAGES = (
+    "No available agent",
+    "Connection reset",
+    "Connection aborted",
+    "Connection refused",
+    "Connection lost",
+    "RemoteDisconnected",
+    "status code 502",
+    "status code 503",
+    "status code 504",
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """A connection error, or a RuntimeError that wraps or reports one (the job SDK
+    turns HTTP failures into RuntimeError), anywhere in the exception's chain."""
+    import requests
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConnectionError, requests.exceptions.ConnectionError)):
+            return True
+        if isinstance(err, requests.exceptions.ChunkedEncodingError):  # reset mid-reply
+            return True
+        if isinstance(err, RuntimeError) and any(m in str(err) for m in TRANSIENT_MESSAGES):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _submit_when_ready(
+    client, wait_s: float = 90.0, pause_s: float = 2.0, echo=print, **job
+) -> str:
+    """Submit, retrying transient errors (``is_transient``) for up to ``wait_s``
+    seconds. The job's submission id is chosen here, so a retry after a request that
+    did reach the head ("already exists") is recognised as submitted, never doubled."""
+    job.setdefault("submission_id", f"agd-ray-{uuid.uuid4().hex[:16]}")
     deadline = time.monotonic() + wait_s
+    failed_once = False
     while True:
         try:
             return client.submit_job(**job)
-        except RuntimeError as err:
-            if "No available agent" not in str(err) or time.monotonic() > deadline:
+        except Exception as err:
+            if failed_once and "already exists" in str(err):
+                return job["submission_id"]  # the earlier attempt got through
+            if not is_transient(err) or time.monotonic() > deadline:
                 raise
-            time.sleep(2)
+            if not failed_once:
+                echo(f"the head is not ready ({type(err).__name__}); retrying for {wait_s:.0f}s")
+            failed_once = True
+            time.sleep(pause_s)
 
 
 def submit(
@@ -74,6 +123,7 @@ def submit(
     wait: bool = True,
     working_dir: str = ".",
     echo=print,
+    verbose: bool = False,
 ) -> int:
     load_config(config, list(overrides))  # refuse bad input before anything is sent
     root = Path(working_dir).resolve()
@@ -95,7 +145,8 @@ def submit(
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
     job_id = _submit_when_ready(
         client,
-        entrypoint=job_entrypoint(str(relative), list(overrides), out),
+        echo=echo,
+        entrypoint=job_entrypoint(str(relative), list(overrides), out, verbose),
         runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env},
     )
     echo(f"submitted job {job_id} to {address}")

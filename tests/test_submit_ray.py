@@ -136,3 +136,69 @@ def test_bad_config_is_refused_before_submitting():
     )
     assert run.returncode == 2
     assert run.stderr.strip().startswith("error: model.widht: unknown key")
+
+
+class FlakyClient:
+    """A job client whose first submissions fail as a starting head's do."""
+
+    def __init__(self, *errors, reached=False):
+        self.errors = list(errors)
+        self.reached = reached  # the failed request got through before the reset
+        self.jobs = []
+
+    def submit_job(self, **job):
+        if self.jobs and self.jobs[-1] == job["submission_id"]:
+            raise RuntimeError(
+                f"Request failed with status code 500: Job with submission_id "
+                f"{job['submission_id']} already exists. Please use a different submission_id."
+            )
+        if self.errors:
+            if self.reached:
+                self.jobs.append(job["submission_id"])
+            raise self.errors.pop(0)
+        self.jobs.append(job["submission_id"])
+        return job["submission_id"]
+
+
+def test_submit_retries_transient_connection_errors():
+    import requests
+
+    from agd_ray.submit import _submit_when_ready
+
+    reset = requests.exceptions.ConnectionError(
+        "('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))"
+    )
+    wrapped = RuntimeError("upload failed")
+    wrapped.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    client = FlakyClient(
+        RuntimeError("Request failed with status code 503: No available agent to submit job"),
+        reset,
+        ConnectionResetError(104, "Connection reset by peer"),
+        wrapped,
+    )
+    said = []
+    job_id = _submit_when_ready(client, pause_s=0, echo=said.append, entrypoint="true")
+    assert client.jobs == [job_id] and job_id.startswith("agd-ray-")
+    assert len(said) == 1 and said[0].startswith("the head is not ready")
+
+
+def test_a_retry_after_a_request_that_got_through_does_not_submit_twice():
+    from agd_ray.submit import _submit_when_ready
+
+    client = FlakyClient(ConnectionResetError(104, "Connection reset by peer"), reached=True)
+    job_id = _submit_when_ready(client, pause_s=0, echo=lambda line: None, entrypoint="true")
+    assert client.jobs == [job_id]
+
+
+def test_other_errors_and_a_head_that_never_comes_are_not_retried_forever():
+    from agd_ray.submit import _submit_when_ready
+
+    client = FlakyClient(RuntimeError("Request failed with status code 400: bad runtime_env"))
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        _submit_when_ready(client, pause_s=0, echo=lambda line: None, entrypoint="true")
+    assert client.errors == []  # one attempt
+
+    client = FlakyClient(*[ConnectionResetError(104, "reset")] * 1000)
+    with pytest.raises(ConnectionResetError):
+        _submit_when_ready(client, wait_s=0.2, pause_s=0.01, echo=lambda line: None, entrypoint="x")
+    assert len(client.errors) > 0  # gave up

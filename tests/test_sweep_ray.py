@@ -10,6 +10,7 @@ from agd_ray.sweep.runner import run_sweep
 pytestmark = pytest.mark.ray
 
 BASE = ["data.num_samples=2000", "train.epochs=3", "train.batch_size=64"]
+N_TRAIN = 1600 - 160  # 2000 samples: 1600 train, of which data.val_fraction (0.1) held out
 
 
 def test_concurrent_sweep_with_divergence_and_batch_ramp(ray_session, tmp_path):
@@ -44,8 +45,8 @@ def test_concurrent_sweep_with_divergence_and_batch_ramp(ray_session, tmp_path):
         if t["optimizer.name"] == "agd":
             # the ramp: batch 8 for epochs 0-1, then 16
             assert [e["batch_size"] for e in rows] == [8, 8, 16]
-            assert t["steps"] == 2 * (1600 // 8) + 1600 // 16
-            assert t["samples"] == 1600 * 3
+            assert t["steps"] == 2 * (N_TRAIN // 8) + N_TRAIN // 16
+            assert t["samples"] == N_TRAIN * 3
             assert t["test_acc"] > 0.1 and t["wall_s"] > 0 and t["params"] > 0
         else:
             assert len(rows) < 3  # stopped at the epoch it diverged
@@ -64,6 +65,6 @@ def test_multi_worker_trials_run_through_torchtrainer(ray_session, tmp_path):
     assert outcome.status == "completed"
     assert [h["epoch"] for h in outcome.history] == [0, 1, 2]
     trials = pq.read_table(tmp_path / "dp/trials.parquet").to_pylist()
-    assert trials[0]["status"] == "completed" and trials[0]["steps"] == 3 * (1600 // 64)
+    assert trials[0]["status"] == "completed" and trials[0]["steps"] == 3 * (N_TRAIN // 64)
     # the Train run is stored under the sweep, named after the trial
     assert (tmp_path / "dp/ray/train" / outcome.trial_id).is_dir()

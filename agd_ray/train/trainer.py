@@ -18,12 +18,13 @@ from typing import Any
 
 import ray
 import ray.train
+from ray.train import UserCallback
 from ray.train.torch import TorchTrainer
-from ray.train.v2.api.callback import UserCallback
 from ray.util.queue import Empty, Queue
 
 from agd_ray.config import ExperimentConfig
 from agd_ray.data import prepare_data
+from agd_ray.ray_setup import apply_env_defaults, ensure_ray
 from agd_ray.sweep.grid import single_trial
 from agd_ray.sweep.results import write_results
 from agd_ray.train.loop import (
@@ -46,13 +47,6 @@ class TrialOutcome:
     finished: float | None = None
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS (or a running local one), else start Ray."""
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(num_cpus=num_cpus, log_to_driver=True, configure_logging=False)
-
-
 def make_trainer(
     cfg: ExperimentConfig,
     run_name: str,
@@ -62,9 +56,7 @@ def make_trainer(
 ) -> TorchTrainer:
     """A TorchTrainer for ``cfg``, its run named ``run_name`` under ``storage_path``
     (a run of the same name and storage is resumed from its last checkpoint)."""
-    # The controller collects one report per poll and polls every 2 s by default,
-    # which would throttle short epochs; Train propagates this variable to it.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    apply_env_defaults()  # e.g. the controller's poll interval, read from here
     s = cfg.scaling
     datasets = None
     if cfg.data.name == "imagenet":  # streamed to the workers by Ray Data
@@ -114,8 +106,11 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
     )
 
 
-def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcome:
-    """Train ``cfg`` once on Ray Train; write OUT/<name>/{trials,epochs}.parquet."""
+def run_train(
+    cfg: ExperimentConfig, out: str | Path, echo=print, verbose: bool = False
+) -> TrialOutcome:
+    """Train ``cfg`` once on Ray Train; write OUT/<name>/{trials,epochs}.parquet.
+    ``verbose`` shows Ray's own output too (see ``agd_ray.ray_setup``)."""
     spec = prepare_data(cfg.data)  # refuses a missing data.root before Ray starts
     out_dir = Path(out).resolve() / cfg.name
     storage = cfg.scaling.storage_path or str(out_dir / "ray")
@@ -125,7 +120,7 @@ def run_train(cfg: ExperimentConfig, out: str | Path, echo=print) -> TrialOutcom
         f"{spec.name} with {cfg.optimizer.name}: {cfg.train.epochs} epochs, batch "
         f"{cfg.train.batch_size}, {cfg.scaling.num_workers} worker(s)"
     )
-    ensure_ray()
+    ensure_ray(verbose)
     check_resources([cfg.scaling])  # fail now rather than wait forever for them
     queue = Queue()
     stop = threading.Event()

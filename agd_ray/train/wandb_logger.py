@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import netrc
 import os
+import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -114,3 +115,19 @@ class WandbLogger:
                 self.run.summary[key] = value
         self.run.finish(exit_code=0 if status != "failed" else 1)
         self.run = None
+        shutdown_service()
+
+
+def shutdown_service() -> None:
+    """Stop this process's W&B service now, if it runs (W&B starts it again for a
+    later run in the same process, e.g. the next trial in a reused Tune actor).
+
+    W&B stops its service in an ``atexit`` hook, but a Ray worker that exits kills
+    its child processes first, the service among them: the hook then fails with a
+    "Connection lost" traceback in the worker's log. Stopping it while the worker
+    still runs leaves the hook nothing to do."""
+    if "wandb" not in sys.modules:  # never imported here: no service to stop
+        return
+    import wandb
+
+    wandb.teardown()

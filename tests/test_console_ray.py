@@ -1,0 +1,223 @@
+"""A clean console: ``agd-ray sweep`` and ``agd-ray train`` print the project's lines
+only (no Ray banners, no worker logs, no tracebacks at the end of a successful run),
+with live progress while trials run; ``--verbose`` brings Ray's output back."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_cli import agd_ray
+
+from agd_ray.config import load_config
+from agd_ray.sweep.grid import expand
+from agd_ray.sweep.runner import SweepProgress, format_trial
+from agd_ray.train.trainer import TrialOutcome
+
+NOISE = (
+    "Traceback",
+    "SystemExit",
+    "ConnectionResetError",
+    "View detailed results",
+    "tensorboard",
+    "Token authentication",
+    "Configuration for experiment",
+    "core_worker.cc",
+    "pid=",  # a worker's log line streamed to the driver
+)
+SMALL = ["--set", "data.num_samples=2000", "--set", "train.epochs=2", "--set", "model.width=32"]
+
+
+def console_env(tmp_path, **extra):
+    """The user's environment: Ray's authentication mode unset (as for a user; the
+    token Ray then creates goes to a HOME of the test's own), W&B offline."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {**env, "HOME": str(home), "WANDB_MODE": "offline", **extra}
+
+
+def assert_clean(run):
+    text = run.stdout + run.stderr
+    assert run.returncode == 0, text[-3000:]
+    noise = [n for n in NOISE if n in text]
+    assert not noise, f"{noise} in:\n{text[-4000:]}"
+
+
+@pytest.mark.ray
+def test_sweep_prints_the_project_lines_only(tmp_path):
+    run = agd_ray(
+        "sweep",
+        "experiments/quickstart.yaml",
+        "--out",
+        tmp_path / "out",
+        *SMALL,
+        "--set",
+        "name=console",
+        "--set",
+        "sweep.grid={model.depth: [2]}",
+        "--set",
+        "sweep.baselines=[{name: adam, lr: 1.0e-3}]",
+        "--set",
+        "sweep.report=false",
+        env=console_env(tmp_path, AGD_RAY_PROGRESS_S="1"),
+        timeout=240,
+    )
+    assert_clean(run)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("sweep console: 2 of 2 trials to run")
+    progress = [line for line in lines if line.startswith("  ... ")]
+    assert progress and "/2 done" in progress[0] and "console-000-agd" in " ".join(progress)
+    finished = [line for line in lines if line.startswith("[")]
+    assert len(finished) == 2 and finished[-1].startswith("[2/2] ")
+    assert all("completed  test_acc" in line for line in finished)
+    assert "best of grid chosen by val_loss" in run.stdout  # the summary
+    assert lines[-1].startswith("2 completed, 0 diverged, 0 failed")
+    assert run.stderr.strip() == ""
+
+
+@pytest.mark.ray
+def test_train_on_two_workers_prints_the_project_lines_only(tmp_path):
+    run = agd_ray(
+        "train",
+        "experiments/quickstart.yaml",
+        "--out",
+        tmp_path / "out",
+        *SMALL,
+        "--set",
+        "model.depth=2",
+        "--set",
+        "scaling.num_workers=2",
+        "--set",
+        "name=console",
+        env=console_env(tmp_path),
+        timeout=240,
+    )
+    assert_clean(run)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("training fcn depth 2 width 32")
+    assert [line[:12] for line in lines[1:3]] == ["epoch   1/2 ", "epoch   2/2 "]
+    assert lines[3].startswith("completed: test_acc")
+    assert len(lines) == 4 and run.stderr.strip() == ""
+
+
+def test_wandb_service_is_stopped_when_a_run_finishes(tmp_path):
+    """A Ray worker kills its children before Python's atexit hooks run, W&B's
+    service among them (its hook then prints a "Connection lost" traceback): the
+    logger stops the service itself when its run finishes."""
+    code = f"""
+import os, subprocess
+from agd_ray.config import load_config
+from agd_ray.train.wandb_logger import WandbLogger
+cfg = load_config(None, ["wandb.mode=offline"])
+def children():
+    out = subprocess.run(["ps", "-o", "comm=", "--ppid", str(os.getpid())],
+                         capture_output=True, text=True).stdout.split()
+    return [c for c in out if "wandb" in c]
+logger = WandbLogger(cfg, "t0", rank=0, directory={str(tmp_path)!r})
+assert logger.active and children(), children()
+logger.log_epoch(1, {{"test_acc": 0.5}})
+logger.finish("completed", {{"test_acc": 0.5}})
+print("left:", children())
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "left: []" in run.stdout, run.stdout
+    assert "Traceback" not in run.stderr
+
+
+# --- the progress line (no Ray) ---------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def specs(n_adam=1):
+    cfg = load_config(
+        None,
+        [
+            "name=p",
+            "train.epochs=10",
+            "sweep.grid={model.depth: [2]}",
+            f"sweep.baselines=[{{name: adam, lr: {[1e-3 * (i + 1) for i in range(n_adam)]}}}]",
+        ],
+    )
+    return expand(cfg)
+
+
+def test_progress_lines_name_running_trials_with_an_eta():
+    printed, clock = [], Clock()
+    s = specs()
+    p = SweepProgress(s, s, printed.append, live=False, every_s=5, clock=clock)
+    p.start()
+    p.started("p-000-agd")
+    p.started("p-001-adam")
+    p.tick()
+    assert printed == []  # not before every_s
+    clock.now += 5
+    p.tick()
+    assert (
+        printed[-1]
+        == "  ... 0/2 done, 2 running, 5s elapsed | p-000-agd starting | p-001-adam starting"
+    )
+    p.result("p-000-agd", {"epoch": 4, "val_loss": 0.51234, "test_acc": 0.5})
+    clock.now += 5
+    p.tick()
+    # 5 of 20 epochs in 10 s: 30 s to go
+    assert printed[-1] == (
+        "  ... 0/2 done, 2 running, 10s elapsed, eta 30s | "
+        "p-000-agd epoch 5/10 val_loss 0.5123 test_acc 0.500 | p-001-adam starting"
+    )
+    p.finished("p-000-agd", "[1/2] p-000-agd ...")
+    assert printed[-1] == "[1/2] p-000-agd ..."
+    clock.now += 5
+    p.tick()  # 10 of 20 epochs in 15 s
+    assert printed[-1].startswith("  ... 1/2 done, 1 running, 15s elapsed, eta 15s | p-001-adam")
+    p.finished("p-001-adam", "[2/2] p-001-adam ...")
+    clock.now += 60
+    p.tick()
+    assert printed[-1] == "[2/2] p-001-adam ..."  # nothing running: no progress line
+
+
+def test_progress_counts_trials_done_before_a_resume_and_caps_the_names():
+    printed, clock = [], Clock()
+    s = specs(n_adam=6)
+    p = SweepProgress(s, s[1:], printed.append, live=False, every_s=1, clock=clock)
+    p.start()
+    for spec in s[1:]:
+        p.started(spec.trial_id)
+    clock.now += 90
+    p.tick()
+    assert printed[-1].startswith("  ... 1/7 done, 6 running, 1m30s elapsed | ")
+    assert printed[-1].endswith(" | +2 more")
+
+
+def test_live_progress_is_one_line_rewritten_in_place(capsys):
+    clock = Clock()
+    s = specs()
+    p = SweepProgress(s, s, print, live=True, clock=clock)
+    p.start()
+    p.started("p-000-agd")
+    clock.now += 1
+    p.tick()
+    p.finished("p-000-agd", "[1/2] done")
+    p.stop()
+    out = capsys.readouterr().out
+    assert out.startswith("\r\033[K  ... 0/2 done, 1 running")
+    assert "\n" not in out.split("[1/2] done")[0]  # the status line is cleared, not ended
+    assert out.endswith("\r\033[K[1/2] done\n")
+
+
+def test_a_failed_trial_line_says_why():
+    spec = specs()[0]
+    line = format_trial(
+        spec, TrialOutcome(spec.trial_id, "failed", error="RuntimeError: boom\nmore")
+    )
+    assert line.endswith("  failed  RuntimeError: boom")
