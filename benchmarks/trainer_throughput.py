@@ -34,7 +34,8 @@ def plain_loop(cfg, threads: int) -> list[float]:
     from agd_ray.data import load_data
     from agd_ray.models import build_model
     from agd_ray.optim import AGD, orthogonal_init_
-    from agd_ray.train.loop import loss_fn, seed_everything
+    from agd_ray.train.loop import seed_everything
+    from agd_ray.train.step import loss_fn
 
     torch.set_num_threads(threads)
     seed_everything(cfg.train.seed)

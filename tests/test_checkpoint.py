@@ -9,7 +9,7 @@ import torch
 
 from agd_ray.models import FCN
 from agd_ray.optim import AGD
-from agd_ray.train.loop import TrainState, load_checkpoint, save_checkpoint, worker_state
+from agd_ray.train.checkpoint import TrainState, load_checkpoint, save_checkpoint, worker_state
 from agd_ray.train.noise import NoiseScale
 
 

@@ -12,7 +12,7 @@ from test_cli import agd_ray
 from agd_ray.config import load_config
 from agd_ray.sweep.grid import expand
 from agd_ray.sweep.runner import SweepProgress, format_trial
-from agd_ray.train.trainer import TrialOutcome
+from agd_ray.trial import TrialOutcome
 
 NOISE = (
     "Traceback",

@@ -7,10 +7,10 @@ import pyarrow.parquet as pq
 import torch
 
 from agd_ray.config import load_config
-from agd_ray.sweep.grid import single_trial
-from agd_ray.sweep.results import write_results
+from agd_ray.results import write_results
 from agd_ray.train import loop
-from agd_ray.train.trainer import TrialOutcome
+from agd_ray.train.session import Session
+from agd_ray.trial import TrialOutcome, single_trial
 
 BASE = [
     "name=div",
@@ -30,7 +30,7 @@ class _Checkpoint:
 
 
 def _session(reports):
-    return loop.Session(
+    return Session(
         rank=0,
         world=1,
         device=torch.device("cpu"),

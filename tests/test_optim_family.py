@@ -257,7 +257,7 @@ def test_curvature_step_on_a_quadratic(direction):
 
 @pytest.mark.parametrize("direction", ["sgd", "adam"])
 def test_curvature_step_trains_an_fcn_with_the_loops_square_loss(direction):
-    from agd_ray.train.loop import loss_fn
+    from agd_ray.train.step import loss_fn
 
     x, y = _teacher_data()
     model = FCN(3, 64, 10, 3, bias=True)

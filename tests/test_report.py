@@ -12,9 +12,9 @@ import pytest
 from agd_ray.analysis import figures_scaling
 from agd_ray.analysis.report import Report, make_report
 from agd_ray.config import load_config
+from agd_ray.results import write_results
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.results import write_results
-from agd_ray.train.trainer import TrialOutcome
+from agd_ray.trial import TrialOutcome
 
 EPOCHS = 4
 LRS = [1e-3, 1e-2, 1e-1]

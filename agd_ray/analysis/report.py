@@ -24,7 +24,7 @@ from agd_ray.analysis import compare, figures_compare, figures_scaling
 from agd_ray.analysis.html import render
 from agd_ray.analysis.plotting import plt, tick_problems
 from agd_ray.config import ConfigError
-from agd_ray.sweep.results import write_atomic
+from agd_ray.results import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def make_report(
     )
     if wandb_cfg is None:
         return path
-    from agd_ray.train.wandb_logger import resolve_mode
+    from agd_ray.wandb_mode import resolve_mode
 
     if resolve_mode(wandb_cfg) == "online":
         from agd_ray.analysis.wandb_report import publish

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from agd_ray.config import (
@@ -23,27 +22,10 @@ from agd_ray.config import (
     set_dotted,
     validate_config,
 )
+from agd_ray.trial import ARCH_COLUMNS, TrialSpec
 
 # Optimizer fields whose value is itself a list (a list of lists is their grid).
 _SEQUENCE_FIELDS = {"betas"}
-# Architecture keys that get a column in trials.parquet even when not swept.
-ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.batch_size")
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    trial_id: str
-    config: dict[str, Any]  # a full ExperimentConfig, dumped
-    group: str  # tuning group: the architecture point + seed
-    columns: dict[str, Any] = field(default_factory=dict)  # config-key columns
-
-    @property
-    def optimizer(self) -> str:
-        return self.config["optimizer"]["name"]
-
-    @property
-    def seed(self) -> int:
-        return self.config["train"]["seed"]
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -116,13 +98,6 @@ def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
             trial_id = f"{cfg.name}-{len(specs):03d}-{trial_cfg.optimizer.name}"
             specs.append(TrialSpec(trial_id, trial_cfg.model_dump(mode="json"), group, columns))
     return specs
-
-
-def single_trial(cfg: ExperimentConfig) -> TrialSpec:
-    """The one trial of ``agd-ray train`` (the sweep section is ignored)."""
-    trial_cfg = cfg.model_dump(mode="json", exclude={"sweep"})
-    group = f"seed={cfg.train.seed}"
-    return TrialSpec(cfg.name, trial_cfg, group, {k: get_dotted(cfg, k) for k in ARCH_COLUMNS})
 
 
 def _validate(raw: dict[str, Any], point: dict[str, Any], where: str) -> ExperimentConfig:

@@ -39,12 +39,11 @@ from agd_ray.config import (
 )
 from agd_ray.data import prepare_data
 from agd_ray.ray_setup import ensure_ray, tune_verbosity
-from agd_ray.sweep.grid import TrialSpec, expand
-from agd_ray.sweep.results import write_results
+from agd_ray.results import write_results
+from agd_ray.sweep.grid import expand
 from agd_ray.sweep.store import DONE, OutcomeStore, resolve_uri
-from agd_ray.train.loop import TrialInfo
-from agd_ray.train.trainer import TrialOutcome
 from agd_ray.train.wandb_logger import shutdown_service
+from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
 
 @dataclass
@@ -106,7 +105,8 @@ def run_trial(param: dict[str, Any]) -> None:
 
 
 def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo) -> TrialOutcome:
-    from agd_ray.train.loop import run_training, tune_session
+    from agd_ray.train.loop import run_training
+    from agd_ray.train.session import tune_session
 
     value = run_training(cfg, tune_session(cfg), trial)
     return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from agd_ray.train.trainer import TrialOutcome
+from agd_ray.trial import TrialOutcome
 
 DONE = ("completed", "diverged")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,10 @@ from ray.util.queue import Empty, Queue
 from agd_ray.config import ExperimentConfig
 from agd_ray.data import prepare_data
 from agd_ray.ray_setup import apply_env_defaults, ensure_ray
-from agd_ray.sweep.grid import single_trial
-from agd_ray.sweep.results import write_results
-from agd_ray.train.loop import (
-    CHECKPOINT_FILE,
-    TrialInfo,
-    train_loop_config,
-    train_loop_per_worker,
-)
+from agd_ray.results import write_results
+from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_config, train_loop_per_worker
 from agd_ray.train.resources import check_resources
-
-
-@dataclass
-class TrialOutcome:
-    trial_id: str
-    status: str
-    history: list[dict[str, Any]] = field(default_factory=list)
-    params: int | None = None
-    error: str | None = None
-    started: float | None = None  # unix time the run (or its last restart) began
-    finished: float | None = None
+from agd_ray.trial import TrialInfo, TrialOutcome, single_trial
 
 
 def make_trainer(

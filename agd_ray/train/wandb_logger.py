@@ -12,32 +12,12 @@ the environment and is never written to configs, results or checkpoints.
 from __future__ import annotations
 
 import hashlib
-import netrc
 import os
 import sys
 from typing import Any
-from urllib.parse import urlparse
 
-from agd_ray.config import ExperimentConfig, WandbConfig
-
-
-def resolve_mode(cfg: WandbConfig) -> str:
-    """auto -> online with credentials, else offline; other modes as given."""
-    if cfg.mode != "auto":
-        return cfg.mode
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled", "online"):
-        return os.environ["WANDB_MODE"]
-    return "online" if has_credentials() else "offline"
-
-
-def has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+from agd_ray.config import ExperimentConfig
+from agd_ray.wandb_mode import resolve_mode
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

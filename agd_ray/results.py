@@ -12,8 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
-    from agd_ray.sweep.grid import TrialSpec
-    from agd_ray.train.trainer import TrialOutcome
+    from agd_ray.trial import TrialOutcome, TrialSpec
 
 # Columns of trials.parquet besides the config-key columns (dotted names).
 TRIAL_COLUMNS = {

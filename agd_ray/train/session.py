@@ -1,0 +1,91 @@
+"""Where the training loop runs: a Ray Train worker (``train_session``) or
+in-process inside a Tune trial (``tune_session``). The loop sees only a
+``Session``: rank, world, device, and how to prepare the model, report an epoch and
+find the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from agd_ray.config import ExperimentConfig
+
+
+def _quiet_train_reports() -> None:
+    """Ray Train logs every report at INFO under a logger named by its file path,
+    which ``LoggingConfig`` does not reach; one line per epoch is ours to print."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+@dataclass
+class Session:
+    """Where the loop runs: a Ray Train worker, or in-process inside a Tune trial.
+
+    ``report(metrics, checkpoint)`` persists the checkpoint (a Ray Checkpoint of a
+    local folder) and records the metrics; ``get_checkpoint()`` returns the one a
+    restarted run resumes from.
+    """
+
+    rank: int
+    world: int
+    device: torch.device
+    prepare_model: Callable[[nn.Module], nn.Module]
+    get_checkpoint: Callable[[], Any]
+    report: Callable[..., None]
+    checkpoint_class: type
+    get_dataset_shard: Callable[[str], Any] | None = None  # streaming (Ray Data) splits
+    report_every_epoch: bool = True
+    """False in-process under Tune: the history reaches the driver in the trial's
+    outcome, so only checkpoints are reported (each report is a driver round trip)."""
+
+
+def train_session() -> Session:
+    """The session of a Ray Train worker (``TorchTrainer``)."""
+    _quiet_train_reports()
+    ctx = ray.train.get_context()
+    return Session(
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model,
+        get_checkpoint=ray.train.get_checkpoint,
+        report=ray.train.report,
+        checkpoint_class=ray.train.Checkpoint,
+        get_dataset_shard=ray.train.get_dataset_shard,
+    )
+
+
+def tune_session(cfg: ExperimentConfig) -> Session:
+    """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune;
+    streaming datasets are built here and read whole."""
+    import ray.train._internal.storage as tune_storage
+    import ray.tune
+
+    # Tune logs every persisted checkpoint at INFO; the driver prints a line per trial.
+    logging.getLogger(tune_storage.__name__).setLevel(logging.WARNING)
+    device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
+    datasets = None
+    if cfg.data.name == "imagenet":
+        from agd_ray.data.imagenet import build_datasets
+
+        datasets = build_datasets(cfg.data, cfg.train.seed)
+    return Session(
+        rank=0,
+        world=1,
+        device=device,
+        prepare_model=lambda m: m.to(device),
+        get_checkpoint=ray.tune.get_checkpoint,
+        report=ray.tune.report,
+        checkpoint_class=ray.tune.Checkpoint,
+        get_dataset_shard=datasets.__getitem__ if datasets else None,
+        report_every_epoch=False,
+    )

@@ -1,0 +1,58 @@
+"""What a trial is, as every stage sees it: its spec (from the sweep's grid), who it
+is while it trains (for W&B and storage) and its outcome (from training, for the
+result files). A leaf: it imports nothing of agd-ray's train/ or sweep/, which
+both import it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agd_ray.config import ExperimentConfig, get_dotted
+
+# Architecture keys that get a column in trials.parquet even when not swept.
+ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.batch_size")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    trial_id: str
+    config: dict[str, Any]  # a full ExperimentConfig, dumped
+    group: str  # tuning group: the architecture point + seed
+    columns: dict[str, Any] = field(default_factory=dict)  # config-key columns
+
+    @property
+    def optimizer(self) -> str:
+        return self.config["optimizer"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.config["train"]["seed"]
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """Who this run is: its trial id, the sweep's storage (for a stable W&B run id)
+    and where offline W&B runs go."""
+
+    trial_id: str
+    storage: str = ""
+    wandb_dir: str | None = None
+
+
+@dataclass
+class TrialOutcome:
+    trial_id: str
+    status: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    params: int | None = None
+    error: str | None = None
+    started: float | None = None  # unix time the run (or its last restart) began
+    finished: float | None = None
+
+
+def single_trial(cfg: ExperimentConfig) -> TrialSpec:
+    """The one trial of ``agd-ray train`` (the sweep section is ignored)."""
+    trial_cfg = cfg.model_dump(mode="json", exclude={"sweep"})
+    group = f"seed={cfg.train.seed}"
+    return TrialSpec(cfg.name, trial_cfg, group, {k: get_dotted(cfg, k) for k in ARCH_COLUMNS})
