@@ -246,9 +246,11 @@ def headline_text(row: dict) -> str:
             f"reaching AGD's best {c['metric'].replace('_', ' ')} ({c['agd_best_loss']:.4g}) "
             f"costs it {c['multiplier']:.2g}x AGD's compute, tuning grid included{ci}"
         )
+    runs = row["grid_runs"]
+    grid = f"best of {runs} runs, chosen on {row['selected_by']}" if runs > 1 else "one run"
     return (
-        f"{row['baseline']} (best of {row['grid_runs']} runs, chosen on {row['selected_by']}, "
-        f"scored on test): test accuracy {100 * row['baseline_test_acc']:.1f} % against AGD's "
+        f"{row['baseline']} ({grid}, scored on test): test accuracy "
+        f"{100 * row['baseline_test_acc']:.1f} % against AGD's "
         f"{100 * row['agd_test_acc']:.1f} %, test loss {row['baseline_test_loss']:.4g} against "
         f"{row['agd_test_loss']:.4g} (means over {row['architectures']} architectures x "
         f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}; AGD's test loss lower in "

@@ -88,25 +88,38 @@ def format_summary(table: dict[str, list[Entry]]) -> str:
         return "no finished trials"
     names = {g: short_group(g) for g in table}
     w = max(len("group"), *map(len, names.values()))
+    o = max(len("optimizer"), *(len(e.optimizer) for entries in table.values() for e in entries))
     keys = {e.selected_by for entries in table.values() for e in entries}
     lines = [
         f"best of grid chosen by {' / '.join(sorted(keys))}, scored on the test split",
-        f"{'group':<{w}} {'optimizer':<9} {'val_loss':>8} {'test_loss':>9} {'test_acc':>8} "
+        f"{'group':<{w}} {'optimizer':<{o}} {'val_loss':>8} {'test_loss':>9} {'test_acc':>8} "
         f"{'best of grid':<13} {'runs':>4} {'samples':>11} {'wall_s':>8}",
     ]
 
     def num(v, width):
         return f"{v:>{width}.4f}" if _finite(v) else f"{'-':>{width}}"
 
-    for group, entries in sorted(table.items()):
+    for group, entries in sorted(table.items(), key=lambda item: group_order(item[0])):
         for i, e in enumerate(entries):
             div = f" ({e.diverged} diverged)" if e.diverged else ""
             lines.append(
-                f"{names[group] if i == 0 else '':<{w}} {e.optimizer:<9} {num(e.val_loss, 8)} "
+                f"{names[group] if i == 0 else '':<{w}} {e.optimizer:<{o}} {num(e.val_loss, 8)} "
                 f"{num(e.test_loss, 9)} {num(e.best_acc, 8)} {e.best_setting:<13} "
                 f"{e.runs:>4} {e.samples:>11,} {e.wall_s:>8.1f}{div}"
             )
     return "\n".join(lines)
+
+
+def group_order(group: str) -> tuple:
+    """Sort key of a tuning group: its values in order, numbers as numbers."""
+
+    def value(text: str):
+        try:
+            return (0, float(text), "")
+        except ValueError:
+            return (1, 0.0, text)
+
+    return tuple(value(item.partition("=")[2]) for item in group.split(";"))
 
 
 def short_group(group: str) -> str:
