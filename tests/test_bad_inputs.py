@@ -188,6 +188,7 @@ def _cli(*args):
     return run
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process
 def test_real_process_prints_one_line_and_starts_no_ray(tmp_path):
     """The deepest refusal before Ray (the data check, after Ray is imported)."""
     run = _cli(
@@ -198,6 +199,7 @@ def test_real_process_prints_one_line_and_starts_no_ray(tmp_path):
     assert "ray initialised: False" in run.stdout
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process
 def test_debug_shows_the_traceback():
     run = _cli("--debug", "train", QUICK, "--set", "model.depth=0")
     assert run.returncode == 2

@@ -99,6 +99,7 @@ def test_train_writes_both_parquet_files(tmp_path):
     assert all(e > 0 for e in epochs.column("eta_mean").to_pylist())
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process each
 @pytest.mark.parametrize(
     "args,expected",
     [

@@ -52,6 +52,7 @@ def _worker(rank, world, init_file, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.ray  # integration tier: two gloo processes
 def test_two_gloo_processes_equal_one_process(tmp_path):
     out = str(tmp_path / "weights")
     mp.start_processes(
@@ -85,6 +86,7 @@ def _hook_worker(rank, world, init_file, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.ray  # integration tier: two gloo processes
 def test_comm_hook_reads_local_norms_and_still_averages(tmp_path):
     """The noise-scale hook sees each worker's own gradient and leaves DDP's mean."""
     out = str(tmp_path / "norms")

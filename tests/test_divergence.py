@@ -4,6 +4,7 @@ and the epoch and step where it happened (the training loop, in-process, no Ray)
 import math
 
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from agd_ray.config import load_config
@@ -110,6 +111,7 @@ def test_non_finite_weight_with_finite_losses_is_caught_at_the_epochs_end(monkey
     assert math.isfinite(row["train_loss"])  # every loss was finite
 
 
+@pytest.mark.ray  # integration tier: a whole 2-epoch run
 def test_a_healthy_run_completes_with_no_divergence():
     cfg = load_config(None, [*BASE, "train.epochs=2"])
     result = loop.run_training(cfg, _session([]), loop.TrialInfo("ok"))
@@ -117,14 +119,13 @@ def test_a_healthy_run_completes_with_no_divergence():
     assert all(h["diverged_step"] is None for h in result["history"])
 
 
+@pytest.mark.ray  # integration tier: two whole runs
 def test_fixed_seed_run_matches_values_recorded_before_the_loop_was_split():
     """Changes that should not alter results (the loop's redesign into components)
     give the same numbers: a 2-epoch run of AGD and of Adam, noise scale on, against
     values recorded from the single-file loop (tests/data/fixed_seed_2_epochs.json)."""
     import json
     from pathlib import Path
-
-    import pytest
 
     recorded = json.loads((Path(__file__).parent / "data/fixed_seed_2_epochs.json").read_text())
     for name, rows in recorded.items():

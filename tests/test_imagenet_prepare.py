@@ -50,6 +50,7 @@ def prepare(src, dst, *extra):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.ray  # integration tier: a process pool decoding JPEGs
 @pytest.mark.parametrize("flat_val", [False, True])
 def test_prepare_writes_shards_and_lists_skipped_files(tmp_path, flat_val):
     src, dst = tmp_path / "ilsvrc", tmp_path / "shards"
@@ -72,6 +73,7 @@ def test_prepare_writes_shards_and_lists_skipped_files(tmp_path, flat_val):
     assert sorted(r["label"] for r in val) == [0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.ray  # integration tier: two runs of a process pool
 def test_rerun_resumes_instead_of_starting_over(tmp_path):
     src, dst = tmp_path / "ilsvrc", tmp_path / "shards"
     make_tree(src)

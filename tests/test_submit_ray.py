@@ -114,6 +114,7 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
         head.wait(timeout=60)
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process
 def test_unreachable_address_is_a_one_line_error():
     port = free_port()  # nothing listens there
     run = agd_ray(
@@ -124,6 +125,7 @@ def test_unreachable_address_is_a_one_line_error():
     assert len(lines) == 1 and lines[0].startswith("error: --address: cannot reach"), run.stderr
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process
 def test_bad_config_is_refused_before_submitting():
     run = agd_ray(
         "submit",
