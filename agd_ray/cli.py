@@ -47,31 +47,21 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     check_out(args.out, cfg.name)
-    import pyarrow.parquet as pq
+    from agd_ray.sweep.runner import run_sweep  # imports Ray: only after validation
+    from agd_ray.sweep.summary import format_summary
 
-    from agd_ray.sweep.grid import expand
-    from agd_ray.sweep.runner import run_sweep, sweep_paths
-    from agd_ray.sweep.summary import format_summary, summarise
-
-    outcomes = run_sweep(cfg, args.out, resume=args.resume, verbose=args.verbose)
-    specs = expand(cfg)
-    out_dir = sweep_paths(cfg, args.out).out_dir
-    rows = pq.read_table(out_dir / "trials.parquet").to_pylist()
-    print(format_summary(summarise(rows, agd=cfg.optimizer.name)))
-    if cfg.sweep.report and outcomes:
+    result = run_sweep(cfg, args.out, resume=args.resume, verbose=args.verbose)
+    print(format_summary(result.summary))
+    if cfg.sweep.report and result.outcomes:
         from agd_ray.analysis.report import make_report
 
-        make_report(out_dir, wandb_cfg=cfg.wandb)
-    counts = {
-        s: sum(1 for o in outcomes.values() if o.status == s)
-        for s in ("completed", "diverged", "failed")
-    }
-    missing = len(specs) - len(outcomes)
+        make_report(result.out_dir, wandb_cfg=cfg.wandb)
+    counts = result.counts
     print(
         f"{counts['completed']} completed, {counts['diverged']} diverged, "
-        f"{counts['failed'] + missing} failed or unfinished -> {args.out}/{cfg.name}/"
+        f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {args.out}/{cfg.name}/"
     )
-    return 0 if counts["failed"] + missing == 0 else 1
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,18 +16,22 @@ ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.
 
 @dataclass(frozen=True)
 class TrialSpec:
+    """One trial as the grid made it. Its config is validated once, by the grid's
+    expansion, and travels as this object (pickled) to the Tune trial and the Train
+    workers."""
+
     trial_id: str
-    config: dict[str, Any]  # a full ExperimentConfig, dumped
+    config: ExperimentConfig  # the trial's own config (its sweep section is unused)
     group: str  # tuning group: the architecture point + seed
     columns: dict[str, Any] = field(default_factory=dict)  # config-key columns
 
     @property
     def optimizer(self) -> str:
-        return self.config["optimizer"]["name"]
+        return self.config.optimizer.name
 
     @property
     def seed(self) -> int:
-        return self.config["train"]["seed"]
+        return self.config.train.seed
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,5 @@ class TrialOutcome:
 
 def single_trial(cfg: ExperimentConfig) -> TrialSpec:
     """The one trial of ``agd-ray train`` (the sweep section is ignored)."""
-    trial_cfg = cfg.model_dump(mode="json", exclude={"sweep"})
     group = f"seed={cfg.train.seed}"
-    return TrialSpec(cfg.name, trial_cfg, group, {k: get_dotted(cfg, k) for k in ARCH_COLUMNS})
+    return TrialSpec(cfg.name, cfg, group, {k: get_dotted(cfg, k) for k in ARCH_COLUMNS})

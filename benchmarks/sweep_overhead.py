@@ -50,7 +50,7 @@ def main() -> None:
     ray_start = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as out:
         start, start_unix = time.perf_counter(), time.time()
-        outcomes = run_sweep(cfg, out, echo=lambda line: None)
+        outcomes = run_sweep(cfg, out, echo=lambda line: None).outcomes
         wall = time.perf_counter() - start
     ray.shutdown()
 

@@ -10,8 +10,8 @@ import pytest
 from test_cli import agd_ray
 
 from agd_ray.config import load_config
+from agd_ray.sweep.console import SweepProgress, format_trial
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.runner import SweepProgress, format_trial
 from agd_ray.trial import TrialOutcome
 
 NOISE = (

@@ -46,8 +46,8 @@ def test_storage_path_survives_losing_a_node(two_node_cluster, tmp_path):
         ],
     )
     assert len([n for n in ray.nodes() if n["Alive"]]) == 3
-    outcomes = run_sweep(cfg, tmp_path / "out", echo=lambda line: None)
-    (outcome,) = outcomes.values()
+    result = run_sweep(cfg, tmp_path / "out", echo=lambda line: None)
+    (outcome,) = result.outcomes.values()
     assert outcome.status == "completed"
     checkpoints = list((storage / "mn/train" / outcome.trial_id).glob("checkpoint_*"))
     assert checkpoints, "Train checkpoints go to scaling.storage_path"
@@ -58,6 +58,6 @@ def test_storage_path_survives_losing_a_node(two_node_cluster, tmp_path):
     cluster.remove_node(nodes[1])
     shutil.rmtree(tmp_path / "out")
     again = run_sweep(cfg, tmp_path / "out", resume=True, echo=lambda line: None)
-    assert again[outcome.trial_id].history == outcome.history
+    assert again.outcomes[outcome.trial_id].history == outcome.history
     trials = pq.read_table(tmp_path / "out/mn/trials.parquet").to_pylist()
     assert [t["status"] for t in trials] == ["completed"]

@@ -29,12 +29,12 @@ def test_cartesian_product_of_grid_seeds_and_baseline_grids():
     assert len(groups) == 12
     for members in groups.values():
         assert sorted(m.optimizer for m in members) == ["adam", "adam", "agd", "sgd", "sgd"]
-        depths = {m.config["model"]["depth"] for m in members}
-        seeds = {m.config["train"]["seed"] for m in members}
+        depths = {m.config.model.depth for m in members}
+        seeds = {m.config.train.seed for m in members}
         assert len(depths) == 1 and len(seeds) == 1
-    adam_lrs = sorted({s.config["optimizer"]["lr"] for s in specs if s.optimizer == "adam"})
+    adam_lrs = sorted({s.config.optimizer.lr for s in specs if s.optimizer == "adam"})
     assert adam_lrs == [1e-3, 1e-2]
-    momenta = sorted({s.config["optimizer"]["momentum"] for s in specs if s.optimizer == "sgd"})
+    momenta = sorted({s.config.optimizer.momentum for s in specs if s.optimizer == "sgd"})
     assert momenta == [0.0, 0.9]
     first = specs[0]
     assert first.optimizer == "agd" and first.columns["model.depth"] == 2
@@ -83,7 +83,7 @@ def _row(spec, acc, val_loss, samples, wall, status="completed"):
         "trial_id": spec.trial_id,
         "group": spec.group,
         "optimizer.name": spec.optimizer,
-        "optimizer.lr": spec.config["optimizer"]["lr"],
+        "optimizer.lr": spec.config.optimizer.lr,
         "status": status,
         "val_loss": val_loss,
         "test_loss": 1 - acc,

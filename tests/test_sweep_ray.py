@@ -27,7 +27,7 @@ def test_concurrent_sweep_with_divergence_and_batch_ramp(ray_session, tmp_path):
             "sweep.baselines=[{name: sgd, lr: 1.0e6}]",
         ],
     )
-    outcomes = run_sweep(cfg, tmp_path, echo=lambda line: None)
+    result = run_sweep(cfg, tmp_path, echo=lambda line: None)
     trials = pq.read_table(tmp_path / "mini/trials.parquet").to_pylist()
     epochs = pq.read_table(tmp_path / "mini/epochs.parquet").to_pylist()
 
@@ -54,14 +54,14 @@ def test_concurrent_sweep_with_divergence_and_batch_ramp(ray_session, tmp_path):
                 "train_loss"
             ] == float("inf")
     # two trials ran at the same time
-    spans = sorted((o.started, o.finished) for o in outcomes.values())
+    spans = sorted((o.started, o.finished) for o in result.outcomes.values())
     assert any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
 
 
 def test_multi_worker_trials_run_through_torchtrainer(ray_session, tmp_path):
     cfg = load_config(None, BASE + ["name=dp", "scaling.num_workers=2"])
-    outcomes = run_sweep(cfg, tmp_path, echo=lambda line: None)
-    (outcome,) = outcomes.values()
+    result = run_sweep(cfg, tmp_path, echo=lambda line: None)
+    (outcome,) = result.outcomes.values()
     assert outcome.status == "completed"
     assert [h["epoch"] for h in outcome.history] == [0, 1, 2]
     trials = pq.read_table(tmp_path / "dp/trials.parquet").to_pylist()

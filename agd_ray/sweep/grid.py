@@ -70,7 +70,8 @@ def check_grid_keys(grid: dict[str, list[Any]], baselines: list[Any] = ()) -> No
 
 
 def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
-    """All trials of the sweep, validated, in a deterministic order (stable ids)."""
+    """All trials of the sweep, each with its validated config, in a deterministic
+    order (stable ids). The one place a trial's config is validated."""
     grid = cfg.sweep.grid
     check_grid_keys(grid, cfg.sweep.baselines)
     if not cfg.sweep.seeds:
@@ -96,7 +97,7 @@ def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
             if not where:  # the experiment's own optimizer: no baseline hyperparameters
                 columns.update({k: None for k in varied if k not in grid})
             trial_id = f"{cfg.name}-{len(specs):03d}-{trial_cfg.optimizer.name}"
-            specs.append(TrialSpec(trial_id, trial_cfg.model_dump(mode="json"), group, columns))
+            specs.append(TrialSpec(trial_id, trial_cfg, group, columns))
     return specs
 
 

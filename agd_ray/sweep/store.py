@@ -1,5 +1,6 @@
-"""Each finished trial's outcome as one JSON file in the sweep's storage (a local
-folder or an s3:// / gs:// URI, through pyarrow.fs), written atomically.
+"""Where a sweep keeps things (``SweepPaths``), and each finished trial's outcome as
+one JSON file in the sweep's storage (a local folder or an s3:// / gs:// URI,
+through pyarrow.fs), written atomically.
 
 The trial writes its own outcome before it ends, so the outcomes survive the loss
 of the driver, and a trial that finds its outcome already stored is not re-run.
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from agd_ray.trial import TrialOutcome
+from agd_ray.config import ExperimentConfig
+from agd_ray.trial import TrialOutcome, TrialSpec
 
 DONE = ("completed", "diverged")
 
@@ -23,6 +25,37 @@ DONE = ("completed", "diverged")
 def resolve_uri(path: str) -> str:
     """Absolute local path, or the URI unchanged."""
     return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    out_dir: Path  # OUT/<name>: the Parquet files (and offline W&B runs, DIR/wandb/)
+    storage: str  # Ray's storage: Tune experiment, Train runs, outcomes
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.storage}/outcomes"
+
+    @property
+    def train_runs(self) -> str:
+        return f"{self.storage}/train"
+
+    @property
+    def tune_experiment(self) -> str:
+        return f"{self.storage}/tune"
+
+
+def sweep_paths(cfg: ExperimentConfig, out: str | Path) -> SweepPaths:
+    out_dir = Path(out).resolve() / cfg.name
+    storage = resolve_uri(cfg.scaling.storage_path or str(out_dir / "ray"))
+    if cfg.scaling.storage_path:
+        storage = f"{storage.rstrip('/')}/{cfg.name}"
+    return SweepPaths(out_dir, storage)
+
+
+def unfinished(specs: list[TrialSpec], stored: dict[str, TrialOutcome]) -> list[TrialSpec]:
+    """The trials without a finished (completed or diverged) stored outcome."""
+    return [s for s in specs if not (s.trial_id in stored and stored[s.trial_id].status in DONE)]
 
 
 class OutcomeStore:

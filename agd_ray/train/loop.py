@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from agd_ray.config import ExperimentConfig, TrainConfig, validate_config
+from agd_ray.config import ExperimentConfig, TrainConfig
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
 from agd_ray.optim import OPTIMIZERS, build_optimizer, build_scheduler, orthogonal_init_
@@ -58,14 +57,14 @@ def seed_everything(seed: int) -> None:
 
 
 def train_loop_config(cfg: ExperimentConfig, trial: TrialInfo) -> dict[str, Any]:
-    """What ``train_loop_per_worker`` receives (plain data, sent to every worker)."""
-    return {"experiment": cfg.model_dump(mode="json"), "trial": asdict(trial)}
+    """What ``train_loop_per_worker`` receives: the validated config and the trial,
+    as they are (Ray pickles them to every worker; nothing is validated again)."""
+    return {"experiment": cfg, "trial": trial}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train entry point; ``config`` comes from ``train_loop_config``."""
-    cfg = validate_config(config["experiment"])
-    return run_training(cfg, train_session(), TrialInfo(**config["trial"]))
+    return run_training(config["experiment"], train_session(), config["trial"])
 
 
 def run_training(

@@ -1,0 +1,211 @@
+"""The config's sections: one pydantic model per concern (data, model, optimizer,
+train, scaling, wandb, sweep), each checking its own fields. ``agd_ray.config``
+composes them into ``ExperimentConfig``, checks what spans sections, reads YAML and
+``--set`` overrides, and turns validation errors into ``ConfigError``; import the
+sections from there.
+
+Validators raise ``ValueError("field: problem")``; ``agd_ray.config`` reports it as
+``section.field: problem``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+
+class Section(BaseModel):
+    """A config section: unknown keys refused, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __getitem__(self, key: str) -> Any:
+        """A field by name (``cfg["model"]["width"]``), as for the mappings
+        inside a config (``sweep.grid``): dotted keys walk both alike."""
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class DataConfig(Section):
+    name: Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet"] = "mnist1d"
+    num_samples: PositiveInt = 10_000
+    """mnist1d: samples generated (80 % train, 20 % test)."""
+    root: str | None = None
+    """Folder holding mnist/cifar10/cifar100 in torchvision's layout."""
+    download: bool = False
+    """Let torchvision download into ``root`` (needs network access)."""
+    cache_dir: str | None = None
+    """Where generated mnist1d is cached (default ~/.cache/agd-ray)."""
+    loader_workers: int = Field(default=2, ge=0)
+    """DataLoader worker processes per Train worker for image datasets."""
+    image_size: PositiveInt = 224
+    """imagenet: side of the training crops and validation centre crops."""
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of the training data held out as a validation split, drawn from
+    ``train.seed`` (imagenet: that share of the training shards). Baselines' best of
+    grid is chosen on it; test metrics are what is reported. 0: no validation split."""
+
+
+class ModelConfig(Section):
+    arch: Literal["fcn", "vgg16", "resnet18", "resnet50"] = "fcn"
+    depth: PositiveInt | None = None
+    """fcn: number of weight layers (default 4). Fixed by the arch for vgg16/resnet*."""
+    width: PositiveInt | None = None
+    """fcn: hidden units (default 256); conv archs: base channel count (default 64)."""
+    bias: bool = False
+    """Linear/conv biases and BatchNorm affine parameters (the paper has none)."""
+
+    @model_validator(mode="after")
+    def _arch_defaults(self) -> ModelConfig:
+        fixed_depth = {"vgg16": 16, "resnet18": 18, "resnet50": 50}.get(self.arch)
+        if fixed_depth is not None and self.depth not in (None, fixed_depth):
+            raise ValueError(f"depth: {self.arch} has depth {fixed_depth}; leave depth unset")
+        object.__setattr__(self, "depth", self.depth or fixed_depth or 4)
+        object.__setattr__(self, "width", self.width or (256 if self.arch == "fcn" else 64))
+        return self
+
+
+class OptimizerConfig(Section):
+    name: str = "agd"
+    """One of the registry's optimizers (``agd_ray.optim.OPTIMIZERS``): agd (the
+    paper's), agd_spectral, curvature, sgd, adam, adamw, amsgrad, muon, prodigy,
+    schedulefree_adamw."""
+    gain: PositiveFloat = 1.0
+    """AGD: multiplies every update (the paper: 1)."""
+    ns_steps: PositiveInt = 10
+    """agd_spectral: Newton-Schulz iterations per update."""
+    direction: Literal["sgd", "adam"] = "sgd"
+    """curvature: the base direction (sgd uses momentum; adam uses betas and eps)."""
+    lam: PositiveFloat = 0.5
+    """curvature: step factor; on a quadratic 1/2 is the exact line minimiser along
+    the direction and 1 the largest step that does not increase the loss."""
+    beta3: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """curvature: moving-average factor of the curvature estimate."""
+    lr: PositiveFloat | None = None
+    """The learning rate of optimizers that have one (default per optimizer: adam
+    1e-3, muon 0.02, prodigy 1.0 (a multiplier of its estimate), schedulefree_adamw
+    2.5e-3; sgd needs one)."""
+    adamw_lr: PositiveFloat = 3e-4
+    """muon: AdamW's learning rate for the parameters Muon does not take (the first
+    and last layers, biases, gains, conv kernels)."""
+    warmup_steps: NonNegativeInt = 0
+    """schedulefree_adamw: linear warm-up steps."""
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    schedule: Literal["constant", "cosine", "step", "warm_restarts"] = "constant"
+    """Baselines' learning-rate schedule, stepped once per epoch (torch's classes):
+    cosine over the run, step (x gamma every step_size epochs), warm_restarts (SGDR)."""
+    step_size: PositiveInt = 30
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)
+    restart_period: PositiveInt = 10
+    """warm_restarts: epochs until the first restart (T_0)."""
+    restart_mult: PositiveInt = 2
+    """warm_restarts: factor growing each period (T_mult)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizerConfig:
+        from agd_ray.optim.registry import OPTIMIZERS, learning_rate_free
+
+        entry = OPTIMIZERS.get(self.name)
+        if entry is None:
+            near = difflib.get_close_matches(self.name, OPTIMIZERS, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(
+                f"name: unknown value {self.name!r} ({hint}valid: {', '.join(OPTIMIZERS)})"
+            )
+        for key, value in entry.defaults:  # this optimizer's own defaults
+            if key not in self.model_fields_set:
+                object.__setattr__(self, key, value)
+        what = {"agd": "AGD", "agd_spectral": "spectral AGD"}.get(self.name, self.name)
+        if not entry.schedule and self.schedule != "constant":
+            hint = "it is schedule-free" if entry.lr else "use train.batch_schedule"
+            raise ValueError(f"schedule: {what} has no schedule ({hint})")
+        if learning_rate_free(self.name):  # AGD, its variants, curvature
+            if self.lr is not None:
+                scale_with = "lam" if self.name == "curvature" else "gain"
+                raise ValueError(
+                    f"lr: {what} has no learning rate (use {scale_with} to scale its steps)"
+                )
+            return self
+        if self.lr is None:
+            if entry.lr_required:
+                raise ValueError(f"lr: {self.name} needs a learning rate")
+            object.__setattr__(self, "lr", entry.lr)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError("betas: each beta must be in [0, 1)")
+        return self
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 128
+    """Global batch, split evenly over the Train workers."""
+    loss: Literal["mse", "xent"] = "mse"
+    """mse: square loss against one-hot targets * sqrt(num_classes); xent: cross-entropy."""
+    seed: int = 0
+    eval_batch_size: PositiveInt = 1024
+    checkpoint_every: PositiveInt = 1
+    """Epochs between checkpoints (the last epoch is always checkpointed)."""
+    checkpoint_min_s: float = Field(default=2.0, ge=0.0)
+    """Skip a due checkpoint if the previous one is younger than this (seconds):
+    tiny epochs then do not pay a checkpoint each. 0 checkpoints every due epoch."""
+    noise_scale: bool = True
+    """Estimate the gradient noise scale B_simple (McCandlish et al. 2018): free under
+    data parallelism; with one worker it takes two micro-batches per step (skipped
+    for models with BatchNorm, whose statistics would change)."""
+    noise_scale_every: PositiveInt = 10
+    """With one worker, measure on every n-th step only (the micro-batches cost a
+    second, smaller backward pass)."""
+    batch_schedule: list[tuple[NonNegativeInt, PositiveInt]] | None = None
+    """Batch-size ramp (Smith et al. 2017): [[epoch, batch_size], ...]; from each
+    listed epoch on, that global batch size (before the first: batch_size)."""
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainConfig:
+        epochs = [e for e, _ in self.batch_schedule or ()]
+        if epochs != sorted(set(epochs)):
+            raise ValueError("batch_schedule: epochs must be strictly increasing")
+        return self
+
+
+class ScalingConfig(Section):
+    num_workers: PositiveInt = 1
+    use_gpu: bool = False
+    cpus_per_worker: PositiveFloat = 1.0
+    storage_path: str | None = None
+    """Where Ray keeps checkpoints (default: OUT/<name>/ray); s3:// or gs:// on clusters."""
+    max_failures: int = Field(default=0, ge=-1)
+
+
+class WandbConfig(Section):
+    project: str = "agd-ray"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto: online when an API key or login exists, else offline."""
+    log_every: PositiveInt = 50
+    """Steps between logs of the training loss, eta and G."""
+
+
+class SweepConfig(Section):
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baselines: list[dict[str, Any]] = Field(default_factory=list)
+    max_concurrent_trials: PositiveInt | None = None
+    report: bool = True
+    """Run ``agd-ray report`` on the results when the sweep ends."""

@@ -1,0 +1,161 @@
+"""The sweep's console while it runs: the progress line (``SweepProgress``) and the
+line printed per finished trial (``format_trial``), fed by the sweep's Tune callback
+on the driver (``agd_ray.sweep.callback``).
+
+A progress line names each running trial with its last reported epoch, the trials
+done and an ETA; on a terminal it is rewritten in place, elsewhere (pipes, job
+logs) printed every ``AGD_RAY_PROGRESS_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agd_ray.trial import TrialOutcome, TrialSpec
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class SweepProgress:
+    """The console while a sweep runs, fed by the Tune callback on the driver.
+
+    A progress line names the running trials with their last reported epoch and
+    metrics (in-process trials report at their checkpoints, at most every
+    ``train.checkpoint_min_s``; multi-worker trials every epoch), the trials done
+    and an ETA (elapsed time scaled by the epochs left). On a terminal (``live``)
+    it is one status line rewritten in place, cleared before other lines print;
+    elsewhere (pipes, job logs) it is printed every ``every_s`` seconds
+    (``AGD_RAY_PROGRESS_S``, default 30)."""
+
+    SHOWN = 4  # running trials named on the line; more are counted
+
+    def __init__(
+        self,
+        specs: list[TrialSpec],
+        todo: list[TrialSpec],
+        echo: Callable = print,
+        live: bool | None = None,
+        every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.echo = echo
+        self.total = len(specs)
+        self.ended = len(specs) - len(todo)  # trials done before a --resume
+        self.epochs = {s.trial_id: s.config.train.epochs for s in todo}
+        self.done_epochs = 0  # of trials that ended in this run
+        self.running: dict[str, dict[str, Any]] = {}  # trial id -> last result
+        if live is None:
+            live = echo is print and sys.stdout.isatty()
+        self.live = live
+        if every_s is None:
+            every_s = 1.0 if live else float(os.environ.get("AGD_RAY_PROGRESS_S", "30"))
+        self.every_s = every_s
+        self.clock = clock
+        self.t0 = clock()
+        self.last_line = self.t0  # the first line after every_s
+        self.shown = False  # a live status line is on screen
+
+    def start(self) -> None:
+        self.t0 = self.last_line = self.clock()
+
+    def started(self, trial_id: str) -> None:
+        self.running.setdefault(trial_id, {})
+
+    def result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "epoch" in result:
+            self.running[trial_id] = result
+
+    def finished(self, trial_id: str, line: str) -> None:
+        self.running.pop(trial_id, None)
+        if trial_id in self.epochs:  # not one counted as done before a --resume
+            self.ended += 1
+            self.done_epochs += self.epochs.pop(trial_id)
+        self._print(line)
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.running and now - self.last_line >= self.every_s:
+            self.last_line = now
+            self._status(self.line(now))
+
+    def stop(self) -> None:
+        self._clear()
+
+    def eta_s(self, now: float) -> float | None:
+        """Elapsed time x epochs left / epochs done (None before any epoch)."""
+        total = self.done_epochs + sum(self.epochs.values())
+        done = self.done_epochs + sum(r["epoch"] + 1 for r in self.running.values() if r)
+        if done <= 0:
+            return None
+        return (now - self.t0) * max(total - done, 0) / done
+
+    def line(self, now: float) -> str:
+        head = f"{self.ended}/{self.total} done, {len(self.running)} running"
+        head += f", {_duration(now - self.t0)} elapsed"
+        eta = self.eta_s(now)
+        if eta is not None:
+            head += f", eta {_duration(eta)}"
+        trials = []
+        for trial_id, r in list(self.running.items())[: self.SHOWN]:
+            if not r:
+                trials.append(f"{trial_id} starting")
+                continue
+            text = f"{trial_id} epoch {r['epoch'] + 1}/{self.epochs.get(trial_id, '?')}"
+            for key, fmt in (("val_loss", ".4f"), ("test_acc", ".3f")):
+                if isinstance(r.get(key), (int, float)):
+                    text += f" {key} {r[key]:{fmt}}"
+            trials.append(text)
+        if len(self.running) > self.SHOWN:
+            trials.append(f"+{len(self.running) - self.SHOWN} more")
+        return f"  ... {head} | " + " | ".join(trials)
+
+    def _print(self, line: str) -> None:
+        self._clear()
+        self.echo(line)
+
+    def _status(self, line: str) -> None:
+        if not self.live:
+            self.echo(line)
+            return
+        width = shutil.get_terminal_size().columns - 1
+        sys.stdout.write("\r\033[K" + line[:width])
+        sys.stdout.flush()
+        self.shown = True
+
+    def _clear(self) -> None:
+        if self.shown:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+            self.shown = False
+
+
+def format_trial(spec: TrialSpec, outcome: TrialOutcome | None) -> str:
+    swept = " ".join(
+        f"{k.split('.')[-1]}={v}"
+        for k, v in spec.columns.items()
+        if v is not None and k not in ("data.name", "model.arch")
+    )
+    head = f"{spec.trial_id:<24} {spec.optimizer:<8} {swept} seed={spec.seed}"
+    error = ""  # a failed trial's line says why (its first line)
+    if outcome is not None and outcome.status == "failed" and (outcome.error or "").strip():
+        error = f"  {outcome.error.strip().splitlines()[0][:200]}"
+    if outcome is None or not outcome.history:
+        return f"{head}  {outcome.status if outcome else 'failed'}{error}"
+    last = outcome.history[-1]
+    eta = f"  eta {last['eta_mean']:.3f}" if last.get("eta_mean") is not None else ""
+    return (
+        f"{head}  {outcome.status}  test_acc {last['test_acc']:.4f}{eta}"
+        f"  ({last['wall_s']:.1f}s){error}"
+    )

@@ -1,0 +1,123 @@
+"""One trial of a sweep, as Tune runs it: the param space the sweep gives Tune, the
+function trainable that trains one trial from it, and what a trial asks of the
+cluster.
+
+A trial with one worker runs the training loop in-process (no worker actors to
+start); a trial with more builds a ``TorchTrainer`` whose reports reach Tune through
+``TuneReportCallback`` (Train V2's pattern). Every trial stores its outcome
+(``OutcomeStore``) before it ends; one whose outcome is already stored (it finished
+before an interruption) only reports it.
+
+Tune's param space holds each trial's id only, as plain text; the ``TrialSpec``s
+themselves (each config validated once, by the grid's expansion) and the sweep's
+``SweepPaths`` are bound to the trainable with ``tune.with_parameters``, which puts
+them in Ray's object store as they are: nothing is dumped or validated again on the
+way to the training loop. Objects in the param space itself would not survive
+``--resume``: Tune swaps them for placeholders that only the original param space
+resolves, and its experiment state does not keep that. A restored experiment is
+given the trainable afresh (``make_trainable``), specs included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agd_ray.config import ExperimentConfig
+from agd_ray.sweep.store import DONE, OutcomeStore, SweepPaths
+from agd_ray.train.wandb_logger import shutdown_service
+from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
+
+
+def param_space(todo: list[TrialSpec]) -> dict[str, Any]:
+    """Tune's param space: one trial per spec, named by its id."""
+    from ray import tune
+
+    return {"trial_id": tune.grid_search([s.trial_id for s in todo])}
+
+
+def trial_name(trial) -> str:
+    """A Tune trial's name (and folder name): its trial id."""
+    return trial.config["trial_id"]
+
+
+def make_trainable(specs: list[TrialSpec], paths: SweepPaths) -> Callable:
+    """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
+    trial's resources (``trial_resources``)."""
+    from ray import tune
+
+    by_id = {s.trial_id: s for s in specs}
+
+    def resources(params: dict[str, Any]) -> dict[str, float]:
+        return trial_resources(_spec(by_id, params["trial_id"]))
+
+    return tune.with_resources(tune.with_parameters(run_trial, specs=by_id, paths=paths), resources)
+
+
+def _spec(specs: dict[str, TrialSpec], trial_id: str) -> TrialSpec:
+    try:
+        return specs[trial_id]
+    except KeyError:
+        raise KeyError(
+            f"trial {trial_id} of the Tune experiment is not in this sweep's grid "
+            "(was the config changed before --resume?)"
+        ) from None
+
+
+def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: SweepPaths) -> None:
+    """Tune function trainable: one training run, its outcome stored before it ends."""
+    import ray.tune
+
+    trial_id = params["trial_id"]
+    store = OutcomeStore(paths.outcomes)
+    stored = store.get(trial_id)
+    if stored is not None and stored.status in DONE:  # finished before an interruption
+        ray.tune.report({"trial_id": trial_id, "status": stored.status})
+        return
+    spec = _spec(specs, trial_id)
+    trial = TrialInfo(spec.trial_id, paths.storage, str(paths.out_dir))  # DIR/wandb/
+    started = time.time()
+    try:
+        if spec.config.scaling.num_workers == 1:
+            outcome = _train_in_process(spec.config, trial)
+        else:
+            outcome = _train_on_workers(spec.config, trial, paths.train_runs)
+    except Exception as err:
+        store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
+        raise  # Tune marks the trial errored; --resume runs it again
+    finally:  # a run the loop could not finish: finish it before the actor goes
+        shutdown_service()
+    outcome.started, outcome.finished = started, time.time()
+    store.put(outcome)
+    if outcome.status == "failed":
+        raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
+
+
+def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo) -> TrialOutcome:
+    from agd_ray.train.loop import run_training
+    from agd_ray.train.session import tune_session
+
+    value = run_training(cfg, tune_session(cfg), trial)
+    return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])
+
+
+def _train_on_workers(cfg: ExperimentConfig, trial: TrialInfo, storage: str) -> TrialOutcome:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from agd_ray.train.trainer import make_trainer, outcome_from_result
+
+    # The run is named after the trial: a restarted trial resumes its Train run.
+    trainer = make_trainer(cfg, trial.trial_id, storage, [TuneReportCallback()], trial)
+    return outcome_from_result(trial.trial_id, trainer.fit())
+
+
+def trial_resources(spec: TrialSpec) -> dict[str, float]:
+    """An in-process trial holds its worker's resources. A multi-worker trial's own
+    process holds no CPU (its TorchTrainer asks for the workers'; holding even a
+    fraction would leave a cluster of exactly their size one CPU short). Tune refuses
+    an empty request, so it asks for one byte of memory."""
+    scaling = spec.config.scaling
+    if scaling.num_workers > 1:
+        return {"CPU": 0, "memory": 1}
+    return {"CPU": scaling.cpus_per_worker, "GPU": 1 if scaling.use_gpu else 0}
