@@ -1,12 +1,16 @@
-"""AGD against values derived by hand from the paper's equations."""
+"""AGD against values derived by hand from the paper's equations, and the fast
+step against the rule written plainly (``agd_update``)."""
 
 import math
 
 import pytest
 import torch
 
-from agd_ray.models import FCN
+from agd_ray.config import ModelConfig
+from agd_ray.data import DataSpec
+from agd_ray.models import FCN, build_model
 from agd_ray.optim import AGD, orthogonal_init_, scale
+from agd_ray.optim.agd import agd_update
 
 
 def _params(*tensors):
@@ -135,3 +139,89 @@ def test_training_a_small_fcn_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_reference_rule_matches_hand_derivation():
+    # the weights of test_step_matches_hand_derivation, a zero gradient, and a bias block
+    A, B, Z = torch.tensor([[3.0, 0.0], [0.0, 4.0]]), torch.zeros(8, 2), torch.zeros(3, 3)
+    B[0, 0] = 2.0
+    bias, gain = torch.tensor([0.0, 2.0]), torch.tensor([3.0, 0.0, 0.0])
+    G, eta, (dA, dB, dZ, db, dg) = agd_update(
+        [A, B, Z], depth=4, gain=0.5, extras=[[("bias", bias), ("gain", gain)]]
+    )
+    N = math.sqrt(2.0**2 + 3.0**2)  # the block's joint norm
+    G_hand = (1 * 5 + 2 * 2 + 0 + (math.sqrt(2) * 2.0**2 + 1 * 3.0**2) / N) / 4
+    eta_hand = math.log((1 + math.sqrt(1 + 4 * G_hand)) / 2)
+    assert float(G) == pytest.approx(G_hand, rel=1e-6)
+    assert float(eta) == pytest.approx(eta_hand, rel=1e-6)
+    step = 0.5 * eta_hand / 4
+    assert torch.allclose(dA, step * 1.0 * A / 5, atol=1e-7)
+    assert torch.allclose(dB, step * 2.0 * B / 2, atol=1e-7)
+    assert torch.equal(dZ, torch.zeros(3, 3))  # a zero gradient moves nothing, no NaN
+    assert torch.allclose(db, step * math.sqrt(2) * bias / N, atol=1e-7)
+    assert torch.allclose(dg, step * 1.0 * gain / N, atol=1e-7)
+
+
+def _loose_weights():
+    torch.manual_seed(0)
+    shapes = [(16, 8), (8, 16), (12, 6, 3, 3), (4, 12, 1, 1), (10, 4), (5, 5)]
+    weights = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    for w in weights[:-1]:  # the last has no gradient: it still counts in L
+        w.grad = torch.randn_like(w)
+    return weights, AGD(weights, gain=0.7)
+
+
+def _model(model, x, from_model=True):
+    torch.manual_seed(0)
+    model = orthogonal_init_(model)
+    opt = AGD.from_model(model) if from_model else AGD(model.parameters())
+    model(x).square().mean().backward()
+    return list(model.parameters()), opt
+
+
+CASES = {
+    "matrices and kernels, gain 0.7": _loose_weights,
+    "fcn": lambda: _model(FCN(4, 32, 10, 4), torch.randn(8, 10), from_model=False),
+    "fcn with biases": lambda: _model(FCN(4, 32, 10, 4, bias=True), torch.randn(8, 10)),
+    "resnet18 with biases and batchnorm": lambda: _model(
+        build_model(
+            ModelConfig(arch="resnet18", width=8, bias=True), DataSpec("cifar10", (3, 32, 32), 10)
+        ),
+        torch.randn(4, 3, 32, 32),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_step_equals_the_reference_rule(case):
+    params, opt = CASES[case]()
+    # agd_update's inputs, from the optimizer's layers: weights, then each layer's extras
+    weights, extras, blocks = [], [], []
+    for group in opt.param_groups:
+        roles = group["roles"] or ["weight"] * len(group["params"])
+        present = [
+            (r, p) for r, p in zip(roles, group["params"], strict=True) if p.grad is not None
+        ]
+        weights += [p for r, p in present if r == "weight"]
+        if block := [(r, p) for r, p in present if r != "weight"]:
+            extras += [p for _, p in block]
+            blocks.append([(r, p.grad) for r, p in block])
+    assert len(weights) + len(extras) == sum(p.grad is not None for p in params)
+    roles = {r for block in blocks for r, _ in block}
+    assert roles == {
+        "fcn with biases": {"bias"},
+        "resnet18 with biases and batchnorm": {"bias", "gain", "shift"},
+    }.get(case, set())
+    G, eta, updates = agd_update(
+        [w.grad for w in weights], opt.depth, opt.param_groups[0]["gain"], blocks
+    )
+    expected = [p.detach() - u for p, u in zip(weights + extras, updates, strict=True)]
+    before = [p.detach().clone() for p in params]
+
+    opt.step()
+    assert float(opt.G) == pytest.approx(float(G), rel=1e-5)
+    assert float(opt.eta) == pytest.approx(float(eta), rel=1e-5)
+    for p, e in zip(weights + extras, expected, strict=True):
+        assert torch.allclose(p.detach(), e, rtol=1e-5, atol=1e-6)
+    moved = {id(p) for p in weights + extras}
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True) if id(p) not in moved)

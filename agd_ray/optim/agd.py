@@ -30,18 +30,17 @@ the constant input 1, so the layer's output moves by eta/L in RMS, as for W_k) a
 s_e = 1 for a gain (a diagonal n x n matrix). Without extras this is the paper's
 rule exactly.
 
-The step keeps no per-parameter state, reads the gradients twice (one foreach
-pass for all norms, one fused multiply-add for the update), and never syncs with
-the host: ``opt.eta`` and ``opt.G`` are 0-dim tensors on the parameters' device,
-norms are accumulated in fp32 whatever the gradients' dtype. Under data
-parallelism DDP has all-reduced the gradients before ``step()``, so every rank
-computes the same G and takes the identical step.
+``agd_update`` below is this rule, plainly; ``AGD.step`` is its fast path (tested
+equal): no per-parameter state, two reads of the gradients (one foreach pass for the
+norms, one fused multiply-add), no host sync (``opt.eta``, ``opt.G``: 0-dim tensors
+on the parameters' device), norms in fp32 whatever the dtype. Under DDP the gradients
+are all-reduced before ``step()``, so every rank takes the identical step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +72,53 @@ def submatrix_norms(grad: Tensor) -> Tensor:
     return torch.linalg.vector_norm(as_submatrices(grad), dim=(0, 1), dtype=torch.float32)
 
 
+def agd_update(
+    grads: Sequence[Tensor],
+    depth: int,
+    gain: float = 1.0,
+    extras: Sequence[Sequence[tuple[str, Tensor]]] = (),
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The rule above, plainly: G, eta and every update, each W <- W - update.
+
+    grads: the gradient of each weight W_k that has one; depth: L, every weight
+    layer; extras: for each layer with extras, its extras' (role, gradient).
+    Returns the updates of the weights, then of the extras, in order.
+    """
+    L = depth
+
+    def over(a: Tensor, n: Tensor) -> Tensor:  # a / n, and 0 where n = 0 (no NaN)
+        return torch.where(n > 0, a / n, 0.0)
+
+    s = [scale(g) for g in grads]  # s_k
+    n = [submatrix_norms(g) for g in grads]  # ||grad W_k,sub||_F, one per sub-matrix
+    s_e = [[extra_scale(role, g) for role, g in block] for block in extras]  # s_e
+    n_e = [[g.float().norm() for _, g in block] for block in extras]  # ||grad e||
+    N = [torch.stack(n_b).norm() for n_b in n_e]  # N_k = sqrt(sum_e ||grad e||^2)
+
+    weights_term = sum(s_k * n_k.sum() for s_k, n_k in zip(s, n, strict=True))
+    extras_term = sum(
+        s_j * over(n_j**2, N_k)  # s_e * ||grad e||^2 / N_k
+        for s_b, n_b, N_k in zip(s_e, n_e, N, strict=True)
+        for s_j, n_j in zip(s_b, n_b, strict=True)
+    )
+    G = torch.as_tensor((weights_term + extras_term) / L)
+    eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
+
+    updates = [  # gain * (eta/L) * s_k * grad / ||grad||_F, sub-matrix by sub-matrix
+        (over(gain * (eta / L) * s_k, n_k) * as_submatrices(g)).reshape(g.shape)
+        for g, s_k, n_k in zip(grads, s, n, strict=True)
+    ]
+    updates += [  # gain * (eta/L) * s_e * grad e / N_k
+        over(gain * (eta / L) * s_j, N_k) * g
+        for block, s_b, N_k in zip(extras, s_e, N, strict=True)
+        for (_, g), s_j in zip(block, s_b, strict=True)
+    ]
+    return G, eta, updates
+
+
+# The fast path of ``agd_update``: everything below computes the same step.
+
+
 def frobenius_norms(tensors: list[Tensor]) -> Tensor:
     """||t||_F of each tensor, stacked, fp32: one read of each. On a GPU (or for
     half-precision tensors) a single foreach kernel with fp32 accumulation; on a CPU,
@@ -85,6 +131,16 @@ def frobenius_norms(tensors: list[Tensor]) -> Tensor:
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
 
 
+def weight_norms(grads: list[Tensor]) -> Tensor:
+    """||grad||_F of every weight sub-matrix, concatenated in order, fp32: the
+    matrices' in one ``frobenius_norms`` pass, each kernel's per sub-matrix."""
+    matrices = [g for g in grads if g.ndim == 2]
+    if len(matrices) == len(grads):
+        return frobenius_norms(grads)
+    mats = iter(frobenius_norms(matrices).split(1) if matrices else ())
+    return torch.cat([next(mats) if g.ndim == 2 else submatrix_norms(g) for g in grads])
+
+
 class AGD(torch.optim.Optimizer):
     """Automatic Gradient Descent: no learning rate, no schedule.
 
@@ -94,9 +150,10 @@ class AGD(torch.optim.Optimizer):
             first, then its extras, with their ``roles``.
         gain: multiplies every update; 1.0 is the paper's setting.
 
-    After each ``step()``, ``opt.eta`` is the step's eta as a 0-dim tensor on the
-    parameters' device (``float(opt.eta)`` reads it; no host sync inside ``step``).
-    It is overwritten in place by the next step: ``opt.eta.clone()`` keeps one.
+    After each ``step()``, ``opt.eta`` (and ``opt.G``) is the step's eta as a 0-dim
+    tensor on the parameters' device (``float(opt.eta)`` reads it; no host sync
+    inside ``step``). It is overwritten in place by the next step: ``opt.eta.clone()``
+    keeps one. A variant of AGD overrides ``directions`` (see ``AGDSpectral``).
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], gain: float = 1.0):
@@ -141,14 +198,18 @@ class AGD(torch.optim.Optimizer):
         ]
         return cls(groups, gain=gain)
 
-    def _plan(self) -> _Plan | None:
-        """What this step touches (the parameters with a gradient), built once per
-        pattern of present gradients and reused: no host work on the device."""
-        present = tuple(p.grad is not None for g in self.param_groups for p in g["params"])
-        plan = self._plans.get(present)
-        if plan is None:
-            plan = self._plans[present] = _Plan(self.param_groups)
-        return plan if plan.weights or plan.extras else None
+    def directions(self, grads: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+        """The weights' part of the rule, which a variant of AGD overrides.
+
+        Returns (t, D, d): for every weight sub-matrix (concatenated in order) its
+        first-order term t and its direction D_sub / d_sub, D shaped like the grads:
+
+            G += (1/L) * s_k * t        W_sub <- W_sub - gain * (eta/L) * s_k * D_sub / d_sub
+
+        AGD's: t = d = ||grad||_F and D = grad itself (d is folded into the fused update).
+        """
+        norms = weight_norms(grads)
+        return norms, grads, norms.clamp_min(torch.finfo(norms.dtype).tiny)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -156,37 +217,36 @@ class AGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = self._plan()
-        if plan is not None:
+        # what this step touches (the parameters with a gradient), planned once per
+        # pattern of present gradients and reused: no host work on the device
+        present = tuple(p.grad is not None for g in self.param_groups for p in g["params"])
+        plan = self._plans.get(present)
+        if plan is None:
+            plan = self._plans[present] = _Plan(self.param_groups)
+        if plan.params:
             self._update(plan)
         return loss
 
     def _update(self, plan: _Plan) -> None:
-        """G, eta and the update of every parameter with a gradient (the paper's rule)."""
-        G, factors = plan.G_and_factors()
-        eta = self._set_eta(G)
-        # p <- p - (gain * eta/L * s / norm) * grad, one fused multiply-add per tensor
-        targets, grads, shapes = plan.targets()
-        _addcmul(targets, grads, (factors * (eta / self.depth)).split(plan.sizes), shapes)
-
-    def _set_eta(self, G_times_L: Tensor) -> Tensor:
-        """G = (sum of the layers' terms) / L and eta = log((1 + sqrt(1 + 4G)) / 2),
-        written into ``self.G`` and ``self.eta``; returns eta."""
-        G = G_times_L / self.depth
+        """``agd_update``, fast: L * G and gain * s / norm for every sub-matrix and extra."""
+        parts, directions = [], []
+        if plan.weights:
+            t, directions, d = self.directions([p.grad for p in plan.weights])
+            parts.append(((plan.w_scale * t).sum(), plan.w_gain * plan.w_scale / d))
+        if plan.extras:
+            parts.append(plan.extra_terms())
+        G = torch.stack([G_part for G_part, _ in parts]).sum() / self.depth
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
         self.G.copy_(G)
         self.eta.copy_(eta)
-        return eta
-
-
-def _addcmul(targets: list[Tensor], grads: list[Tensor], factors, shapes) -> None:
-    """target <- target - factor * grad for each tensor, factors shaped to broadcast."""
-    facs = [
-        f.view(shape) if t.dtype == f.dtype else f.view(shape).to(t.dtype)
-        for f, shape, t in zip(factors, shapes, targets, strict=True)
-    ]
-    # in reverse: the gradients read last by the norms are still in cache
-    torch._foreach_addcmul_(targets[::-1], grads[::-1], facs[::-1], value=-1)
+        # p <- p - (gain * eta/L * s / norm) * grad, one fused multiply-add per tensor, in
+        # reverse: the gradients read last by the norms are still in cache
+        factors = (torch.cat([f for _, f in parts]) * (eta / self.depth)).split(plan.sizes)
+        factors = [
+            f.view(s).to(p.dtype) for f, s, p in zip(factors, plan.shapes, plan.params, strict=True)
+        ]
+        grads = directions + [p.grad for p in plan.extra_params]
+        torch._foreach_addcmul_(plan.params[::-1], grads[::-1], factors[::-1], value=-1)
 
 
 class _Plan:
@@ -213,10 +273,11 @@ class _Plan:
                     e_gain.append(group["gain"])
             if block:
                 self.extras.append(block)
-        params = self.weights + [p for block in self.extras for _, p in block]
-        if not params:
+        self.extra_params = [p for block in self.extras for _, p in block]
+        self.params = self.weights + self.extra_params
+        if not self.params:
             return
-        device = params[0].device
+        device = self.params[0].device
         f32 = dict(device=device, dtype=torch.float32)
         self.w_scale, self.w_gain = torch.tensor(w_scale, **f32), torch.tensor(w_gain, **f32)
         self.e_scale, self.e_gain = torch.tensor(e_scale, **f32), torch.tensor(e_gain, **f32)
@@ -224,57 +285,15 @@ class _Plan:
         self.e_block = torch.tensor(
             [i for i, block in enumerate(self.extras) for _ in block], device=device
         )
-        self.matrices = [i for i, p in enumerate(self.weights) if p.ndim == 2]
-        self.kernels = [i for i, p in enumerate(self.weights) if p.ndim > 2]
         self.sizes = [math.prod(p.shape[2:]) for p in self.weights] + [1] * len(e_scale)
-        self.params = params
-
-    def G_and_factors(self) -> tuple[Tensor, Tensor]:
-        """(L * G, gain * s / norm for every sub-matrix and extra), all on the device."""
-        parts = [self.weight_terms()] if self.weights else []
-        if self.extras:
-            parts.append(self.extra_terms())
-        return torch.stack([G for G, _ in parts]).sum(), torch.cat([f for _, f in parts])
-
-    def weight_norms(self) -> Tensor:
-        """||grad||_F of every weight sub-matrix, concatenated, fp32."""
-        grads = [self.weights[i].grad for i in self.matrices]
-        mats = frobenius_norms(grads) if grads else None
-        if not self.kernels:
-            return mats
-        norms: list[Tensor | None] = [None] * len(self.weights)
-        for j, i in enumerate(self.matrices):
-            norms[i] = mats[j : j + 1]
-        for i in self.kernels:  # a kernel needs a norm per sub-matrix
-            norms[i] = submatrix_norms(self.weights[i].grad)
-        return torch.cat(norms)
-
-    def weight_terms(self) -> tuple[Tensor, Tensor]:
-        """The weights' part of L * G, and their factors gain * s_k / ||grad||_F."""
-        n = self.weight_norms()
-        factors = self.w_gain * self.w_scale / n.clamp_min(torch.finfo(n.dtype).tiny)
-        return (self.w_scale * n).sum(), factors
+        # each factor's shape to broadcast: (kx, ky) over a kernel's sub-matrices (any
+        # memory layout), 0-dim for a matrix or an extra
+        self.shapes = [tuple(p.shape[2:]) for p in self.weights] + [()] * len(e_scale)
 
     def extra_terms(self) -> tuple[Tensor, Tensor]:
         """The extras' part of L * G, and their factors gain * s_e / N_k."""
-        n = frobenius_norms([p.grad for block in self.extras for _, p in block])
+        n = frobenius_norms([p.grad for p in self.extra_params])
         blocks = torch.zeros(len(self.extras), device=n.device)
         blocks = blocks.index_add_(0, self.e_block, n.square()).sqrt()
         N = blocks[self.e_block].clamp_min(torch.finfo(n.dtype).tiny)
         return (self.e_scale * n.square() / N).sum(), self.e_gain * self.e_scale / N
-
-    def targets(self) -> tuple[list[Tensor], list[Tensor], list[tuple[int, ...]]]:
-        """In-place targets, their gradients, and the shape each factor takes to
-        broadcast: (kx, ky) over a kernel's sub-matrices (any memory layout), a
-        0-dim scalar for a matrix or an extra."""
-        targets, grads, shapes = [], [], []
-        for p in self.weights:
-            targets.append(p)
-            grads.append(p.grad)
-            shapes.append(tuple(p.shape[2:]))
-        for block in self.extras:
-            for _, p in block:
-                targets.append(p)
-                grads.append(p.grad)
-                shapes.append(())
-        return targets, grads, shapes

@@ -19,7 +19,8 @@ first-order term is <grad, O> (~ the nuclear norm of grad), which replaces
     G = (1/L) * sum_k s_k * sum_sub <grad W_k,sub, O_k,sub>    (+ extras, as in AGD)
     W_k,sub <- W_k,sub - gain * (eta/L) * s_k * O_k,sub
 
-Biases and gains (``from_model``) are updated exactly as in AGD.
+Biases and gains (``from_model``) are updated exactly as in AGD: only AGD's hook
+``directions`` is replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from agd_ray.optim.agd import AGD, _addcmul, _Plan
+from agd_ray.optim.agd import AGD, as_submatrices
 
 
 def orthogonalise(g: Tensor, steps: int = 10) -> Tensor:
@@ -60,31 +61,13 @@ class AGDSpectral(AGD):
         opt.ns_steps = ns_steps
         return opt
 
-    def _update(self, plan: _Plan) -> None:
-        """As AGD's, with orthogonalised weight updates and <grad, O> in G."""
-        L = self.depth
-        G = torch.zeros((), device=plan.params[0].device)
-        directions = []
-        if plan.weights:
-            terms = []
-            for p in plan.weights:
-                g = p.grad.reshape(p.shape[0], p.shape[1], -1).permute(2, 0, 1)  # (n_sub, o, i)
-                o = orthogonalise(g, self.ns_steps)
-                directions.append(o)
-                terms.append((g.float() * o).sum(dim=(1, 2)))
-            G = G + (plan.w_scale * torch.cat(terms)).sum()
-        if plan.extras:
-            G_e, extra_factors = plan.extra_terms()
-            G = G + G_e
-        eta = self._set_eta(G)
-        if plan.weights:
-            sizes = plan.sizes[: len(plan.weights)]
-            factors = (plan.w_gain * plan.w_scale * (eta / L)).split(sizes)
-            for p, o, f in zip(plan.weights, directions, factors, strict=True):
-                update = (o * f.view(-1, 1, 1)).permute(1, 2, 0).reshape(p.shape)
-                p.sub_(update.to(p.dtype))
-        if plan.extras:
-            targets, grads, shapes = plan.targets()
-            n_w = len(plan.weights)
-            factors = (extra_factors * (eta / L)).split(1)
-            _addcmul(targets[n_w:], grads[n_w:], factors, shapes[n_w:])
+    def directions(self, grads: list[Tensor]) -> tuple[Tensor, list[Tensor], Tensor]:
+        """AGD's hook: t = <grad, O> and D = O (d = 1) for every sub-matrix."""
+        terms, directions = [], []
+        for grad in grads:
+            g = as_submatrices(grad).permute(2, 0, 1)  # (n_sub, d_out, d_in)
+            o = orthogonalise(g, self.ns_steps)
+            terms.append((g.float() * o).sum(dim=(1, 2)))
+            directions.append(o.permute(1, 2, 0).reshape(grad.shape).to(grad.dtype))
+        t = torch.cat(terms)
+        return t, directions, torch.ones_like(t)
