@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from agd_ray.trial import TrialOutcome, TrialSpec
 
 # Columns of trials.parquet besides the config-key columns (dotted names).
+_FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+"""The metrics of an epoch, and (those of the last epoch) of a trial, in this order."""
+
 TRIAL_COLUMNS = {
     "trial_id": pa.string(),
     "status": pa.string(),
@@ -22,12 +25,7 @@ TRIAL_COLUMNS = {
     "optimizer.name": pa.string(),
     "seed": pa.int64(),
     "params": pa.int64(),
-    "train_loss": pa.float64(),
-    "train_acc": pa.float64(),
-    "val_loss": pa.float64(),
-    "val_acc": pa.float64(),
-    "test_loss": pa.float64(),
-    "test_acc": pa.float64(),
+    **dict.fromkeys(_FINAL_METRICS, pa.float64()),
     "steps": pa.int64(),
     "samples": pa.int64(),
     "wall_s": pa.float64(),
@@ -41,12 +39,7 @@ EPOCH_COLUMNS = {
     "step": pa.int64(),
     "samples": pa.int64(),
     "batch_size": pa.int64(),
-    "train_loss": pa.float64(),
-    "train_acc": pa.float64(),
-    "val_loss": pa.float64(),
-    "val_acc": pa.float64(),
-    "test_loss": pa.float64(),
-    "test_acc": pa.float64(),
+    **dict.fromkeys(_FINAL_METRICS, pa.float64()),
     "test_acc5": pa.float64(),
     "eta_mean": pa.float64(),
     "eta_min": pa.float64(),
@@ -55,8 +48,6 @@ EPOCH_COLUMNS = {
     "wall_s": pa.float64(),
     "samples_per_s": pa.float64(),
 }
-
-_FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def trial_row(spec: TrialSpec, outcome: TrialOutcome | None) -> dict[str, Any]:

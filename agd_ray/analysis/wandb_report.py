@@ -53,27 +53,21 @@ def report_blocks(report, project: str, entity: str | None) -> list:
         wr.LinePlot(title="validation loss", x="Step", y=["epoch/val_loss"]),
         wr.LinePlot(title="test accuracy", x="Step", y=["epoch/test_acc"]),
         wr.LinePlot(title="AGD eta", x="Step", y=["train/eta"]),
+    ]
+    scatter = [  # (y, x): the final metric against a config key, log-log
+        ("val_loss", "optimizer.lr"),
+        ("test_loss", "model.width"),
+        ("test_loss", "model.depth"),
+    ]
+    live += [
         wr.ScatterPlot(
-            title="final validation loss vs learning rate",
-            x=wr.Config("optimizer.lr"),
-            y=wr.SummaryMetric("val_loss"),
+            title=f"final {y.replace('_', ' ')} vs {x.rsplit('.', 1)[-1]}",
+            x=wr.Config(x),
+            y=wr.SummaryMetric(y),
             log_x=True,
             log_y=True,
-        ),
-        wr.ScatterPlot(
-            title="final test loss vs width",
-            x=wr.Config("model.width"),
-            y=wr.SummaryMetric("test_loss"),
-            log_x=True,
-            log_y=True,
-        ),
-        wr.ScatterPlot(
-            title="final test loss vs depth",
-            x=wr.Config("model.depth"),
-            y=wr.SummaryMetric("test_loss"),
-            log_x=True,
-            log_y=True,
-        ),
+        )
+        for y, x in scatter
     ]
     return [
         wr.H1(text=f"agd-ray sweep {name}"),

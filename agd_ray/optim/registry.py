@@ -12,6 +12,7 @@ names, the CLI's messages and the training loop all read this table.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,14 +54,22 @@ def _params(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _adam(cls=torch.optim.Adam, **extra):
+def _adam(cls: type | str = torch.optim.Adam, fields: tuple[str, ...] = (), **extra):
+    """An Adam-family optimizer (lr, betas, eps, weight_decay, and ``fields`` of the
+    config by the same names); ``cls`` may be "package.Class", imported when built."""
+
     def build(cfg, model):
-        return cls(
+        optimizer = cls
+        if isinstance(cls, str):  # the optional packages load only when used
+            module, _, name = cls.rpartition(".")
+            optimizer = getattr(importlib.import_module(module), name)
+        return optimizer(
             _params(model),
             lr=cfg.lr,
             betas=tuple(cfg.betas),
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
+            **{field: getattr(cfg, field) for field in fields},
             **extra,
         )
 
@@ -86,31 +95,6 @@ def _curvature(cfg, model):
         betas=tuple(cfg.betas),
         eps=cfg.eps,
         beta3=cfg.beta3,
-    )
-
-
-def _prodigy(cfg, model):
-    from prodigyopt import Prodigy
-
-    return Prodigy(
-        _params(model),
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-    )
-
-
-def _schedulefree_adamw(cfg, model):
-    from schedulefree import AdamWScheduleFree
-
-    return AdamWScheduleFree(
-        _params(model),
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps,
     )
 
 
@@ -145,9 +129,13 @@ OPTIMIZERS: dict[str, Entry] = {
         lr=0.02,
         defaults=(("momentum", 0.95), ("nesterov", True), ("weight_decay", 0.1)),
     ),
-    "prodigy": Entry(_prodigy, "prodigyopt.Prodigy (learning-rate free; lr scales its D)", lr=1.0),
+    "prodigy": Entry(
+        _adam("prodigyopt.Prodigy"),
+        "prodigyopt.Prodigy (learning-rate free; lr scales its D)",
+        lr=1.0,
+    ),
     "schedulefree_adamw": Entry(
-        _schedulefree_adamw,
+        _adam("schedulefree.AdamWScheduleFree", fields=("warmup_steps",)),
         "schedulefree.AdamWScheduleFree (no schedule; evaluates at its averaged point)",
         lr=2.5e-3,
         schedule=False,
