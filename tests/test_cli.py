@@ -64,6 +64,9 @@ def agd_ray(*args, cwd=ROOT, timeout=300, env=None):
 
 @pytest.mark.ray
 def test_train_writes_both_parquet_files(tmp_path):
+    """On two workers (DDP over gloo), with a clean console: the project's lines only."""
+    from test_console_ray import assert_clean, console_env
+
     run = agd_ray(
         "train",
         "experiments/quickstart.yaml",
@@ -75,9 +78,16 @@ def test_train_writes_both_parquet_files(tmp_path):
         "data.num_samples=2000",
         "--set",
         "name=cli",
+        "--set",
+        "scaling.num_workers=2",
+        env=console_env(tmp_path),
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "epoch   2/2" in run.stdout
+    assert_clean(run)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("training fcn depth 4 width 256") and "2 worker(s)" in lines[0]
+    assert [line[:12] for line in lines[1:3]] == ["epoch   1/2 ", "epoch   2/2 "]
+    assert lines[3].startswith("completed: test_acc")
+    assert len(lines) == 4 and run.stderr.strip() == ""
     trials = pq.read_table(tmp_path / "cli/trials.parquet").to_pylist()
     epochs = pq.read_table(tmp_path / "cli/epochs.parquet")
     assert len(trials) == 1

@@ -76,31 +76,7 @@ def test_sweep_prints_the_project_lines_only(tmp_path):
     assert run.stderr.strip() == ""
 
 
-@pytest.mark.ray
-def test_train_on_two_workers_prints_the_project_lines_only(tmp_path):
-    run = agd_ray(
-        "train",
-        "experiments/quickstart.yaml",
-        "--out",
-        tmp_path / "out",
-        *SMALL,
-        "--set",
-        "model.depth=2",
-        "--set",
-        "scaling.num_workers=2",
-        "--set",
-        "name=console",
-        env=console_env(tmp_path),
-        timeout=240,
-    )
-    assert_clean(run)
-    lines = run.stdout.splitlines()
-    assert lines[0].startswith("training fcn depth 2 width 32")
-    assert [line[:12] for line in lines[1:3]] == ["epoch   1/2 ", "epoch   2/2 "]
-    assert lines[3].startswith("completed: test_acc")
-    assert len(lines) == 4 and run.stderr.strip() == ""
-
-
+@pytest.mark.ray  # integration tier: starts W&B's service process
 def test_wandb_service_is_stopped_when_a_run_finishes(tmp_path):
     """A Ray worker kills its children before Python's atexit hooks run, W&B's
     service among them (its hook then prints a "Connection lost" traceback): the

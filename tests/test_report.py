@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agd_ray.analysis import figures_scaling
-from agd_ray.analysis.report import Report, make_report
+from agd_ray.analysis.report import Report
 from agd_ray.config import load_config
 from agd_ray.results import write_results
 from agd_ray.sweep.grid import expand
@@ -78,12 +78,19 @@ WIDTHS = "sweep.grid.model.width=[16, 64, 256, 1024, 4096]"
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "syn"
     synthetic_sweep(out, WIDTHS)
-    lines = []
-    make_report(out, echo=lines.append)
-    return out / "report", lines
+    report = Report(out)
+    report.build()
+    return report
+
+
+@pytest.fixture(scope="module")
+def report(built):
+    from agd_ray.analysis.compare import headline_text
+
+    return built.out, [headline_text(h) for h in built.headline]
 
 
 def test_baselines_are_chosen_on_validation_and_scored_on_test(report):
@@ -152,10 +159,13 @@ def test_every_figure_has_numeric_ticks(report):
     } <= names
 
 
+def test_tick_check_passes_on_the_width_sweeps_figures(built):
+    assert len(built.figures) >= 5 and built.tick_problems == []
+
+
 @pytest.mark.parametrize(
     "grid",
     [
-        "sweep.grid.model.width=[16, 64, 256, 1024, 4096]",
         "sweep.grid.model.depth=[2, 4, 8]",
         "sweep.grid.model.width=[100, 120, 150]",  # less than a decade on a log axis
     ],

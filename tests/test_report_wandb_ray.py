@@ -54,8 +54,16 @@ def test_small_sweep_report_wandb_and_no_secret(tmp_path):
     assert len(figures) >= 3, figures
     assert {"scaling_width.png", "batch_size.png", "eta.png"} <= set(figures)
     fits = json.loads((report / "fits.json").read_text())
-    assert "agd" in fits["test_loss_vs_width"] and "alpha" in fits["test_loss_vs_width"]["agd"]
-    assert "target_train_loss" in fits["batch_size"]
+    # one law per batch size (not pooled) and the frontier over them: 3 widths are
+    # too few for a 3-parameter law, and the report says so
+    widths = fits["test_loss_vs_width"]["agd"]
+    assert [e["held_fixed"].get("train.batch_size") for e in widths[:3]] == [16, 32, 64]
+    assert len(widths) == 4 and "frontier" in widths[3]["held_fixed"]
+    for entry in widths:
+        assert entry["status"] == "unidentified" and entry["n_x"] == 3
+        assert entry["reason"].startswith("3 distinct x values") and entry["alpha"] is None
+    assert len(fits["batch_size"]) == 3  # one study per width
+    assert all(e["target_train_loss"] > 0 and "B_crit" in e for e in fits["batch_size"])
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figures)
 
