@@ -180,7 +180,7 @@ def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
         mean = rows.groupby(["model.width", "optimizer.lr"])[metric].mean().dropna()
         best = {int(w): float(s.idxmin()[1]) for w, s in mean.groupby(level=0)}
         entry = {
-            "held_fixed": {k: _plain(v) for k, v in zip(held, fixed, strict=True)},
+            "held_fixed": dict(zip(held, fixed, strict=True)),  # JSON-ready in report.build
             "best_lr_per_width": {str(w): lr for w, lr in sorted(best.items())},
             "lr_grid": sorted(float(v) for v in rows["optimizer.lr"].unique()),
             "log2_lr_shift_per_width_doubling": None,
@@ -192,10 +192,6 @@ def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
             )
         out.append(entry)
     return out
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
 
 
 def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
