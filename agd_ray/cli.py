@@ -1,10 +1,14 @@
 """The ``agd-ray`` command.
 
-    agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR] [--verbose]
-    agd-ray sweep CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume] [--verbose]
-    agd-ray report SWEEP_DIR [--out DIR]
+    agd-ray train CONFIG.yaml [--set key.path=value ...] [--out DIR] [--resume] [--verbose]
+    agd-ray sweep CONFIG.yaml|HOME [--set key.path=value ...] [--out DIR] [--resume] [--verbose]
+    agd-ray report SWEEP_DIR|URI [--out DIR]
     agd-ray data prepare-imagenet SRC_DIR DST_DIR
-    agd-ray submit CONFIG.yaml --address URL [--set ...] [--out DIR] [--no-wait] [--verbose]
+    agd-ray submit CONFIG.yaml [--address URL] [--set ...] [--out DIR] [--no-wait] [--verbose]
+
+With ``scaling.storage_path`` set, a sweep's results live in its home,
+``<storage_path>/<name>`` (a folder, s3:// or gs://), and ``--out`` is the driver's
+cache; ``agd-ray sweep HOME --resume`` and ``agd-ray report HOME`` need only that URI.
 
 Bad input exits with status 2 and one line ``error: <key or file>: <problem>``
 before any Ray work starts; ``--debug`` shows the traceback. ``train`` and ``sweep``
@@ -56,10 +60,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from agd_ray.analysis.report import make_report
 
         make_report(result.out_dir, wandb_cfg=cfg.wandb)
+        result.paths.publish("report")
     counts = result.counts
     print(
         f"{counts['completed']} completed, {counts['diverged']} diverged, "
-        f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {args.out}/{cfg.name}/"
+        f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {result.paths.home}"
     )
     return 0 if result.ok else 1
 
@@ -73,14 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run one training on Ray Train")
     _add_config_args(train)
+    train.add_argument(
+        "--resume", action="store_true", help="continue this config's run from its checkpoint"
+    )
     sweep = sub.add_parser("sweep", help="run a sweep of trainings on Ray Tune")
     _add_config_args(sweep)
-    sweep.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted sweep (CONFIG may be its home: a results folder or URI)",
+    )
     submit = sub.add_parser("submit", help="run `agd-ray sweep` on a cluster as a Ray job")
-    submit.add_argument("config", help="experiment YAML, inside the project folder")
-    submit.add_argument("--address", required=True, help="the cluster's dashboard URL")
+    submit.add_argument("config", help="experiment YAML (shipped with the job, validated)")
+    submit.add_argument(
+        "--address",
+        default=None,
+        help="the cluster's dashboard URL (default: $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS)",
+    )
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    submit.add_argument("--out", default=None, help="output folder on the cluster")
+    submit.add_argument(
+        "--out",
+        default=None,
+        help="the job's output folder (default: scaling.storage_path's home, else results/ "
+        "in the job's working dir on the head)",
+    )
     submit.add_argument("--no-wait", action="store_true", help="submit and return")
     submit.add_argument("--verbose", action="store_true", help="the job's sweep runs --verbose")
     data = sub.add_parser("data", help="dataset preparation")
@@ -93,8 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--shard-size", type=int, default=1024, help="images per shard")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     report = sub.add_parser("report", help="figures, fits and report.html from a sweep")
-    report.add_argument("sweep_dir", help="a sweep's output folder (OUT/<name>)")
-    report.add_argument("--out", default=None, help="where to write (default SWEEP_DIR/report)")
+    report.add_argument(
+        "sweep_dir", help="a sweep's results: its folder (OUT/<name>) or its home URI (s3://...)"
+    )
+    report.add_argument(
+        "--out",
+        default=None,
+        help="where to write (default SWEEP_DIR/report; for a URI, results/<name>/report "
+        "here, and a copy in URI/report)",
+    )
     return parser
 
 
@@ -114,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_out(args.out, cfg.name)
     from agd_ray.train.trainer import run_train  # imports Ray: only after validation
 
-    outcome = run_train(cfg, args.out, verbose=args.verbose)
+    outcome = run_train(cfg, args.out, verbose=args.verbose, resume=args.resume)
     out = f"{args.out}/{cfg.name}"
     if outcome.status == "failed":
         print(f"training failed: {outcome.error}", file=sys.stderr)
@@ -147,7 +175,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     return submit(
         args.config,
-        args.address,
+        args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"),
         args.overrides,
         args.out,
         wait=not args.no_wait,
@@ -157,8 +185,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from agd_ray.analysis.report import make_report
+    from agd_ray.storage import is_uri
 
-    make_report(args.sweep_dir, args.out)
+    if not is_uri(args.sweep_dir):
+        make_report(args.sweep_dir, args.out)
+        return 0
+    from agd_ray.results import RESULT_FILES
+    from agd_ray.storage import Storage
+
+    home = Storage(args.sweep_dir)
+    local = Path("results") / Path(home.root).name  # the results, fetched here
+    for name in RESULT_FILES:
+        if not home.exists(name):
+            raise ConfigError(home.uri, f"no {name} here (is it a sweep's home?)")
+        home.download(name, local / name)
+    path = make_report(local, args.out)
+    home.upload(path, "report")
+    print(f"report copied to {home.uri}/report")
     return 0
 
 

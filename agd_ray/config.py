@@ -30,6 +30,7 @@ from agd_ray.config_sections import (
     TrainConfig,
     WandbConfig,
 )
+from agd_ray.storage import CONFIG_FILE, Storage, is_uri
 
 __all__ = [
     "ConfigError",
@@ -43,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "WandbConfig",
     "config_keys",
+    "dump_config",
     "get_dotted",
     "load_config",
     "parse_override",
@@ -122,7 +124,16 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The validated config as YAML, every key spelled out (what ``read_yaml`` reads)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file, or the ``config.yaml`` that a sweep keeps in its home (a
+    results folder or a storage URI such as ``s3://bucket/study/NAME``)."""
+    if is_uri(path) or Path(path).is_dir():
+        return _read_home_config(str(path))
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), "no such file" if not path.exists() else "not a file")
@@ -132,6 +143,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), "cannot read: not a UTF-8 text file") from None
+    return _parse_yaml(text, str(path))
+
+
+def _read_home_config(home: str) -> dict[str, Any]:
+    try:
+        data = Storage(home).read_bytes(CONFIG_FILE)
+    except (OSError, ValueError) as err:  # unknown scheme, no credentials, no bucket
+        raise ConfigError(home, f"cannot read: {err}") from None
+    if data is None:
+        raise ConfigError(home, f"no {CONFIG_FILE} here (is it a sweep's results folder?)")
+    return _parse_yaml(data.decode(), f"{home}/{CONFIG_FILE}")
+
+
+def _parse_yaml(text: str, path: str) -> dict[str, Any]:
     try:
         raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:

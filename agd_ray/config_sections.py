@@ -11,7 +11,7 @@ Validators raise ``ValueError("field: problem")``; ``agd_ray.config`` reports it
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -186,11 +186,51 @@ class TrainConfig(Section):
 
 class ScalingConfig(Section):
     num_workers: PositiveInt = 1
+    """Ray Train workers (data parallel); the global batch is split over them."""
     use_gpu: bool = False
-    cpus_per_worker: PositiveFloat = 1.0
+    cpus_per_worker: PositiveFloat | None = None
+    """CPUs each worker reserves (fractions allowed). Default 1; 0.5 when the data
+    stream through Ray Data (imagenet), whose read and decode tasks need a whole CPU
+    each that the workers leave free: a run that leaves none is refused. Fractional
+    CPUs still give each worker at least one torch thread (OMP_NUM_THREADS)."""
+    gpus_per_worker: PositiveFloat = 1.0
+    """GPUs each worker (a one-worker sweep trial: the trial) reserves when use_gpu: a
+    fraction shares a GPU (0.25: four on one GPU), or a whole number."""
+    driver_resources: dict[str, PositiveFloat] | None = None
+    """Custom Ray resources that each sweep trial's driver also asks for, e.g.
+    ``{head: 0.01}`` with the head started by ``ray start --resources='{"head": 1}'``:
+    trial drivers then stay on the head, off nodes that may be preempted (spot
+    instances). The driver of a one-worker trial is its worker."""
+    first_batch_timeout_s: PositiveFloat | None = 600.0
+    """Ray Data runs: stop with an error saying what the pipeline waits for when a
+    split's first batch of an epoch has not come after this long (null: wait on)."""
     storage_path: str | None = None
     """Where Ray keeps checkpoints (default: OUT/<name>/ray); s3:// or gs:// on clusters."""
     max_failures: int = Field(default=0, ge=-1)
+
+    STREAMING_CPUS_PER_WORKER: ClassVar[float] = 0.5
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalingConfig:
+        if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
+            raise ValueError(
+                f"gpus_per_worker: {self.gpus_per_worker:g}: more than one GPU per worker "
+                "must be a whole number (Ray shares GPUs only in fractions of one)"
+            )
+        for name in self.driver_resources or ():
+            if name in ("CPU", "GPU"):
+                raise ValueError(
+                    f"driver_resources: {name} is not a custom resource (a multi-worker "
+                    "trial's driver holds none; a one-worker trial's is its worker's)"
+                )
+        return self
+
+    def worker_cpus(self, streaming: bool) -> float:
+        """CPUs each worker reserves: ``cpus_per_worker``, or its default (1, or
+        ``STREAMING_CPUS_PER_WORKER`` when ``streaming`` through Ray Data)."""
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        return self.STREAMING_CPUS_PER_WORKER if streaming else 1.0
 
 
 class WandbConfig(Section):
@@ -207,5 +247,9 @@ class SweepConfig(Section):
     seeds: list[int] = Field(default_factory=lambda: [0])
     baselines: list[dict[str, Any]] = Field(default_factory=list)
     max_concurrent_trials: PositiveInt | None = None
+    max_failures: int = Field(default=0, ge=-1)
+    """Tune restarts a failed trial this many times (-1: without end), from its last
+    checkpoint; e.g. for spot nodes. (``scaling.max_failures`` is Train's, inside a
+    multi-worker trial: a lost worker restarts the worker group.)"""
     report: bool = True
     """Run ``agd-ray report`` on the results when the sweep ends."""

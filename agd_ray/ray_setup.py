@@ -13,7 +13,9 @@ project's lines only: the driver prints every line the user needs (epochs, trial
 progress, summary), so workers' output (Ray's C++ logs, library warnings, W&B) is
 not streamed to the driver (``log_to_driver=False``); it stays in the Ray session's
 log folder (``/tmp/ray/session_latest/logs`` on each node). A failed trial's error
-reaches the console through the driver (its trial line, Tune's error log).
+reaches the console through the driver (its trial line, Tune's error log). Ray
+Data's progress bars and INFO lines are off too (``quiet_data``), in the driver and
+in the pipelines it builds.
 """
 
 from __future__ import annotations
@@ -76,11 +78,32 @@ def ensure_ray(verbose: bool = False, num_cpus: int | None = None) -> None:
     quiet_env(verbose)
     import ray
 
+    if not verbose:
+        quiet_data()
     if ray.is_initialized():
         return
     if not verbose:
         _hide_token_auth_notice()
     ray.init(num_cpus=num_cpus, log_to_driver=verbose, configure_logging=False)
+
+
+def quiet_data() -> None:
+    """Ray Data's progress bars and its INFO lines (e.g. ``read_parquet`` sampling
+    files while the driver builds the ImageNet datasets) off this console.
+
+    RAY_DATA_DISABLE_PROGRESS_BARS (``QUIET_ENV``) is read when Ray Data is imported,
+    which in the driver is before ``ensure_ray``; so the current ``DataContext`` is
+    set instead. A dataset copies it when built, so a Train run's pipelines (built
+    here, run by Train's actors) keep the bars off too; processes of a Ray started
+    here have the variable. Ray Data's log files keep every line."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.setLevel(logging.WARNING)
 
 
 class _DropTokenAuthNotice(logging.Filter):

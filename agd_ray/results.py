@@ -3,6 +3,7 @@ per trial per epoch), written atomically (write, then rename) with pyarrow."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
+    from agd_ray.storage import RunPaths
     from agd_ray.trial import TrialOutcome, TrialSpec
 
 # Columns of trials.parquet besides the config-key columns (dotted names).
@@ -107,12 +109,37 @@ def write_atomic(table: pa.Table, path: str | Path) -> Path:
     return path
 
 
+PROVENANCE_KEY = b"agd_ray.provenance"
+RESULT_FILES = ("trials.parquet", "epochs.parquet")
+
+
 def write_results(
-    entries: list[tuple[TrialSpec, TrialOutcome | None]], out_dir: str | Path
+    entries: list[tuple[TrialSpec, TrialOutcome | None]],
+    out_dir: str | Path,
+    provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Rewrite OUT/<name>/trials.parquet and epochs.parquet from (spec, outcome) pairs."""
+    """Rewrite OUT/<name>/trials.parquet and epochs.parquet from (spec, outcome) pairs,
+    with ``provenance`` (``agd_ray.storage.provenance``) as JSON in each file's schema
+    metadata under ``PROVENANCE_KEY``."""
     out_dir = Path(out_dir)
     rows = [trial_row(spec, outcome) for spec, outcome in entries]
     epochs = [r for spec, o in entries if o for r in epoch_rows(spec.trial_id, o.history)]
-    write_atomic(trials_table(rows), out_dir / "trials.parquet")
-    write_atomic(epochs_table(epochs), out_dir / "epochs.parquet")
+    meta = {PROVENANCE_KEY: json.dumps(provenance).encode()} if provenance else None
+    for table, name in ((trials_table(rows), "trials"), (epochs_table(epochs), "epochs")):
+        write_atomic(table.replace_schema_metadata(meta), out_dir / f"{name}.parquet")
+
+
+def save_results(
+    entries: list[tuple[TrialSpec, TrialOutcome | None]],
+    paths: RunPaths,
+    provenance: dict[str, Any],
+) -> None:
+    """``write_results`` into the run's out_dir, then copy the files to its home."""
+    write_results(entries, paths.out_dir, provenance)
+    paths.publish(*RESULT_FILES)
+
+
+def read_provenance(path: str | Path) -> dict[str, Any] | None:
+    """The provenance a result file was written with, if any."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else None

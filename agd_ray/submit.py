@@ -1,15 +1,16 @@
-"""``agd-ray submit CONFIG --address URL``: run ``agd-ray sweep`` on a Ray cluster as a
-Ray job (Job Submission SDK), with the project folder as its working directory.
+"""``agd-ray submit CONFIG [--address URL]``: run ``agd-ray sweep`` on a Ray cluster as
+a Ray job (Job Submission SDK), with the project folder as its working directory.
 
-The config is validated here first. W&B settings and the API key travel from the
-submitter's environment in the job's runtime environment (``env_vars``), never in a
-file. The job's logs are streamed; the exit status is the job's final status
-(0 when it SUCCEEDED).
+The config is validated here first and shipped with the job as validated. W&B
+settings and the API key travel from the submitter's environment in the job's
+runtime environment (``env_vars``), never in a file. The job's logs are streamed;
+the exit status is the job's final status (0 when it SUCCEEDED).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
@@ -17,7 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
-from agd_ray.config import ConfigError, load_config
+from agd_ray.config import ConfigError, dump_config, load_config
+from agd_ray.storage import provenance, run_paths
 
 # Passed to the job from the submitter's environment when set.
 FORWARDED_ENV = (
@@ -115,9 +117,12 @@ def _submit_when_ready(
             time.sleep(pause_s)
 
 
+SUBMITTED = ".agd-ray-submit"  # in the working dir while a job's package is uploaded
+
+
 def submit(
     config: str,
-    address: str,
+    address: str | None,
     overrides: list[str] = (),
     out: str | None = None,
     wait: bool = True,
@@ -125,14 +130,19 @@ def submit(
     echo=print,
     verbose: bool = False,
 ) -> int:
-    load_config(config, list(overrides))  # refuse bad input before anything is sent
-    root = Path(working_dir).resolve()
-    try:
-        relative = Path(config).resolve().relative_to(root)
-    except ValueError:
+    """Validate ``config`` (with ``overrides``) here, then run ``agd-ray sweep`` on it
+    as a Ray job. The validated config travels with the job: it is written to
+    ``SUBMITTED/<job id>.yaml`` in the working dir while the job's package is made
+    and uploaded, then removed (so the config file itself may live anywhere; the
+    job keeps it as config.yaml in its results). ``address`` None:
+    ``RAY_API_SERVER_ADDRESS``, then ``RAY_ADDRESS`` (as Ray's job CLI)."""
+    cfg = load_config(config, list(overrides))  # refuse bad input before anything is sent
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
         raise ConfigError(
-            config, f"must be inside the working directory sent with the job ({root})"
-        ) from None
+            "--address", "no cluster given: pass --address or set RAY_API_SERVER_ADDRESS"
+        )
+    root = Path(working_dir).resolve()
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -142,14 +152,28 @@ def submit(
         raise ConfigError(
             "--address", f"cannot reach a Ray dashboard at {address}: {err}"
         ) from None
+    job_id = f"agd-ray-{uuid.uuid4().hex[:16]}"
+    shipped = Path(SUBMITTED) / f"{job_id}.yaml"
+    (root / shipped).parent.mkdir(parents=True, exist_ok=True)
+    (root / shipped).write_text(dump_config(cfg))
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    job_id = _submit_when_ready(
-        client,
-        echo=echo,
-        entrypoint=job_entrypoint(str(relative), list(overrides), out, verbose),
-        runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env},
-    )
+    commit = provenance(cfg)["git_commit"]
+    if commit:  # the job's working dir has no .git
+        env["AGD_RAY_GIT_COMMIT"] = commit
+    try:
+        job_id = _submit_when_ready(
+            client,
+            echo=echo,
+            submission_id=job_id,
+            entrypoint=job_entrypoint(str(shipped), [], out, verbose),
+            runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env},
+        )
+    finally:
+        (root / shipped).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another submission may be using it
+            (root / SUBMITTED).rmdir()
     echo(f"submitted job {job_id} to {address}")
+    echo(f"results: {_results_place(cfg, out)}")
     if not wait:
         echo(f"follow it with: ray job logs --address {address} --follow {job_id}")
         return 0
@@ -162,4 +186,15 @@ def submit(
     asyncio.run(stream())
     status = client.get_job_status(job_id)
     echo(f"job {job_id}: {status.value}")
+    echo(f"results: {_results_place(cfg, out)}")
     return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _results_place(cfg, out: str | None) -> str:
+    if cfg.scaling.storage_path:
+        return run_paths(cfg, out or "results").home
+    where = f"{out}/{cfg.name}" if out else f"results/{cfg.name} in the job's working dir"
+    return (
+        f"{where} on the cluster's head node (lost with the cluster; set "
+        "scaling.storage_path to keep them)"
+    )

@@ -41,7 +41,7 @@ def _sets(*items):
 # (id, arguments after the config, then the texts the one line must contain)
 CASES = [
     ("missing-config", ["train", "{tmp}/nope.yaml"], ["{tmp}/nope.yaml: no such file"]),
-    ("config-is-folder", ["train", "{tmp}/folder.yaml"], ["folder.yaml: not a file"]),
+    ("config-is-folder", ["train", "{tmp}/folder.yaml"], ["folder.yaml: no config.yaml here"]),
     ("unreadable", ["train", "{tmp}/unreadable.yaml"], ["unreadable.yaml: cannot read"]),
     ("not-text", ["train", "{tmp}/binary.yaml"], ["binary.yaml: cannot read: not a UTF-8"]),
     ("malformed-yaml", ["train", "{tmp}/unclosed.yaml"], ["unclosed.yaml: malformed YAML: line"]),

@@ -19,7 +19,7 @@ from agd_ray.config import ConfigError, DataConfig
 from agd_ray.data.mnist1d import load_mnist1d
 from agd_ray.data.vision import VISION_SPECS, load_vision
 
-__all__ = ["DataSpec", "Splits", "load_data", "prepare_data"]
+__all__ = ["DataSpec", "Splits", "load_data", "prepare_data", "streams"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,12 @@ class Splits:
     @property
     def streaming(self) -> bool:
         return self.train is None
+
+
+def streams(cfg: DataConfig) -> bool:
+    """Whether the dataset streams through Ray Data (imagenet): its read and decode
+    tasks then need CPUs that the Train workers leave free (``scaling.cpus_per_worker``)."""
+    return cfg.name == "imagenet"
 
 
 def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -74,6 +74,9 @@ def normalise(images):
 
 
 CHUNK = 64  # images per output block of the decode
+DECODE_CPUS = 1
+"""CPUs each read-and-decode task asks for: what the Train workers must leave free on
+some node (``agd_ray.train.resources``), or the pipeline never starts."""
 
 
 def decode_batch(batch: dict[str, np.ndarray], image_size: int, train: bool) -> dict:
@@ -181,6 +184,7 @@ def build_datasets(cfg: DataConfig, seed: int = 0) -> dict:
             fn_kwargs={"image_size": cfg.image_size, "train": train},
             batch_size=None,
             batch_format="numpy",
+            num_cpus=DECODE_CPUS,
         )
         # this dataset's own context (a copy): blocks of one chunk of uint8 crops
         ds.context.target_max_block_size = CHUNK * 3 * cfg.image_size**2

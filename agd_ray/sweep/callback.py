@@ -10,16 +10,21 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from agd_ray.results import write_results
+from agd_ray.results import save_results
+from agd_ray.storage import RunPaths
 from agd_ray.sweep.console import SweepProgress, format_trial
-from agd_ray.sweep.store import DONE, OutcomeStore, SweepPaths, unfinished
+from agd_ray.sweep.store import DONE, OutcomeStore, unfinished
 from agd_ray.sweep.trainable import trial_name
 from agd_ray.trial import TrialSpec
 
 
-def sweep_callback(specs: list[TrialSpec], paths: SweepPaths, echo: Callable):
-    """The callback for ``tune.RunConfig(callbacks=[...])`` of a sweep of ``specs``."""
+def sweep_callback(
+    specs: list[TrialSpec], paths: RunPaths, echo: Callable, provenance: dict[str, Any]
+):
+    """The callback for ``tune.RunConfig(callbacks=[...])`` of a sweep of ``specs``;
+    the result files it rewrites carry ``provenance``."""
     from ray import tune
 
     def progress() -> SweepProgress:
@@ -62,7 +67,7 @@ def sweep_callback(specs: list[TrialSpec], paths: SweepPaths, echo: Callable):
 
         def _finished(self, trial):
             outcomes = OutcomeStore(paths.outcomes).all()
-            write_results([(s, outcomes.get(s.trial_id)) for s in specs], paths.out_dir)
+            save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, provenance)
             trial_id = trial_name(trial)
             spec = next(s for s in specs if s.trial_id == trial_id)
             done = sum(1 for o in outcomes.values() if o.status in DONE)

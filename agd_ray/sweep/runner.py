@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agd_ray.config import ConfigError, ExperimentConfig
+from agd_ray.config import ConfigError, ExperimentConfig, dump_config
 from agd_ray.data import prepare_data
+from agd_ray.lock import HomeLock
 from agd_ray.ray_setup import ensure_ray, tune_verbosity
-from agd_ray.results import trial_row, write_results
+from agd_ray.results import save_results, trial_row
+from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.store import OutcomeStore, sweep_paths, unfinished
+from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
 from agd_ray.trial import TrialOutcome, TrialSpec
@@ -48,7 +50,11 @@ class SweepResult:
     cfg: ExperimentConfig
     specs: list[TrialSpec]
     outcomes: dict[str, TrialOutcome]
-    out_dir: Path  # OUT/<name>: trials.parquet, epochs.parquet
+    paths: RunPaths  # out_dir (OUT/<name>) and home: trials.parquet, epochs.parquet
+
+    @property
+    def out_dir(self) -> Path:
+        return self.paths.out_dir
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -78,17 +84,32 @@ class SweepResult:
 
 
 def default_concurrency(specs: list[TrialSpec]) -> int:
-    """Trials that fit on the cluster at once, by their CPU (and GPU) needs."""
+    """Trials that fit on the cluster at once, by their CPU (and GPU) needs: a GPU
+    holds as many trials' workers as whole fractions ``gpus_per_worker`` fit in it;
+    a trial streaming through Ray Data also counts the CPU of its pipeline's tasks;
+    ``driver_resources`` count too."""
+    import math
+
     import ray
 
+    from agd_ray.data import streams
+    from agd_ray.data.imagenet import DECODE_CPUS
+    from agd_ray.train.resources import gpu_slots
+
     total = ray.cluster_resources()
+
+    def fits(name: str, need: float) -> int:  # x // need, safe from 1 // 0.1 == 9.0
+        return math.floor(total.get(name, 0) / need + 1e-9)
+
     limits = []
     for s in specs:
-        sc = s.config.scaling
-        cpus = sc.num_workers * sc.cpus_per_worker
-        limit = total.get("CPU", 1) // cpus
+        sc, streaming = s.config.scaling, streams(s.config.data)
+        cpus = sc.num_workers * sc.worker_cpus(streaming) + (DECODE_CPUS if streaming else 0)
+        limit = fits("CPU", cpus)
         if sc.use_gpu:
-            limit = min(limit, total.get("GPU", 0) // sc.num_workers)
+            limit = min(limit, gpu_slots(sc.gpus_per_worker, total.get("GPU", 0)) // sc.num_workers)
+        for name, amount in (sc.driver_resources or {}).items():
+            limit = min(limit, fits(name, amount))
         limits.append(limit)
     return max(1, int(min(limits)))
 
@@ -106,7 +127,8 @@ def run_sweep(
     verbose: bool = False,
 ) -> SweepResult:
     """Run (or, with ``resume``, finish) the sweep; returns every trial with its
-    outcome. ``verbose`` shows Ray's own output too (see ``agd_ray.ray_setup``)."""
+    outcome. ``verbose`` shows Ray's own output too (see ``agd_ray.ray_setup``).
+    The sweep's home is held by this driver alone while it runs (``HomeLock``)."""
     specs = expand(cfg)  # validates every trial's config before anything starts
     grid_key = _grid_key_namer(cfg)
     for data in dict.fromkeys(s.config.data for s in specs):  # each dataset once
@@ -114,35 +136,52 @@ def run_sweep(
             prepare_data(data)
         except ConfigError as err:  # e.g. a swept data.root that does not exist
             raise ConfigError(grid_key(err.key), err.problem) from None
-    paths = sweep_paths(cfg, out)
+    paths = run_paths(cfg, out)
+    with HomeLock(paths.home):
+        return _run(cfg, specs, paths, resume, echo, verbose)
+
+
+def _run(
+    cfg: ExperimentConfig,
+    specs: list[TrialSpec],
+    paths: RunPaths,
+    resume: bool,
+    echo: Callable,
+    verbose: bool,
+) -> SweepResult:
     store = OutcomeStore(paths.outcomes)
     stored = store.all()
-    if (stored or (paths.out_dir / "trials.parquet").exists()) and not resume:
+    home = Storage(paths.home)
+    if (stored or home.exists("trials.parquet")) and not resume:
         raise ConfigError(
-            str(paths.out_dir),
+            paths.home,
             "already holds this sweep's results; pass --resume to finish it, "
             "or choose another --out or name",
         )
     todo = unfinished(specs, stored)
+    grid_key = _grid_key_namer(cfg)
     if todo:  # refuse trials the cluster can never hold before writing anything
         from agd_ray.train.resources import check_resources
 
         ensure_ray(verbose)
-        check_resources([s.config.scaling for s in todo], grid_key)
-    write_results([(s, stored.get(s.trial_id)) for s in specs], paths.out_dir)
+        check_resources([s.config for s in todo], grid_key, trials=True)
+    home.write_bytes(CONFIG_FILE, dump_config(cfg).encode())  # --resume from the home alone
+    prov = provenance(cfg)
+    save_results([(s, stored.get(s.trial_id)) for s in specs], paths, prov)
     if not todo:
         echo(f"all {len(specs)} trials of {cfg.name} are finished; nothing to run")
-        return SweepResult(cfg, specs, stored, paths.out_dir)
+        return SweepResult(cfg, specs, stored, paths)
 
     from ray import tune
 
     concurrency = cfg.sweep.max_concurrent_trials or default_concurrency(specs)
+    where = f"{paths.out_dir}" + (f" and {paths.home}" if paths.remote else "")
     echo(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
-        f"{concurrency} at a time -> {paths.out_dir}"
+        f"{concurrency} at a time -> {where}"
     )
     trainable = make_trainable(specs, paths)
-    callback = sweep_callback(specs, paths, echo)
+    callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment
     if resume and tune.Tuner.can_restore(experiment):
@@ -165,10 +204,11 @@ def run_sweep(
                 callbacks=[callback],
                 verbose=tune_verbosity(verbose),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
             ),
         )
     tuner.fit()
     outcomes = store.all()
-    write_results([(s, outcomes.get(s.trial_id)) for s in specs], paths.out_dir)
+    save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, prov)
     echo(f"sweep {cfg.name} finished in {time.perf_counter() - start:.1f}s")
-    return SweepResult(cfg, specs, outcomes, paths.out_dir)
+    return SweepResult(cfg, specs, outcomes, paths)

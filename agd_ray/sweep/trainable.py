@@ -10,7 +10,7 @@ before an interruption) only reports it.
 
 Tune's param space holds each trial's id only, as plain text; the ``TrialSpec``s
 themselves (each config validated once, by the grid's expansion) and the sweep's
-``SweepPaths`` are bound to the trainable with ``tune.with_parameters``, which puts
+``RunPaths`` are bound to the trainable with ``tune.with_parameters``, which puts
 them in Ray's object store as they are: nothing is dumped or validated again on the
 way to the training loop. Objects in the param space itself would not survive
 ``--resume``: Tune swaps them for placeholders that only the original param space
@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agd_ray.config import ExperimentConfig
-from agd_ray.sweep.store import DONE, OutcomeStore, SweepPaths
+from agd_ray.storage import RunPaths
+from agd_ray.sweep.store import DONE, OutcomeStore
 from agd_ray.train.wandb_logger import shutdown_service
 from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
@@ -42,7 +43,7 @@ def trial_name(trial) -> str:
     return trial.config["trial_id"]
 
 
-def make_trainable(specs: list[TrialSpec], paths: SweepPaths) -> Callable:
+def make_trainable(specs: list[TrialSpec], paths: RunPaths) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
     trial's resources (``trial_resources``)."""
     from ray import tune
@@ -65,7 +66,7 @@ def _spec(specs: dict[str, TrialSpec], trial_id: str) -> TrialSpec:
         ) from None
 
 
-def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: SweepPaths) -> None:
+def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPaths) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
 
@@ -113,11 +114,18 @@ def _train_on_workers(cfg: ExperimentConfig, trial: TrialInfo, storage: str) -> 
 
 
 def trial_resources(spec: TrialSpec) -> dict[str, float]:
-    """An in-process trial holds its worker's resources. A multi-worker trial's own
-    process holds no CPU (its TorchTrainer asks for the workers'; holding even a
-    fraction would leave a cluster of exactly their size one CPU short). Tune refuses
-    an empty request, so it asks for one byte of memory."""
+    """What a trial's own process (its driver) asks of the cluster, plus
+    ``scaling.driver_resources`` (e.g. a custom resource that keeps drivers on the
+    head node). An in-process trial's driver is its worker: it holds the worker's
+    CPUs and (fractional) GPUs. A multi-worker trial's driver holds no CPU (its
+    TorchTrainer asks for the workers'; holding even a fraction would leave a cluster
+    of exactly their size one CPU short). Tune refuses an empty request, so it asks
+    for one byte of memory."""
+    from agd_ray.data import streams
+
     scaling = spec.config.scaling
+    driver = scaling.driver_resources or {}
     if scaling.num_workers > 1:
-        return {"CPU": 0, "memory": 1}
-    return {"CPU": scaling.cpus_per_worker, "GPU": 1 if scaling.use_gpu else 0}
+        return {"CPU": 0, "memory": 1, **driver}
+    cpus = scaling.worker_cpus(streams(spec.config.data))
+    return {"CPU": cpus, "GPU": scaling.gpus_per_worker if scaling.use_gpu else 0, **driver}

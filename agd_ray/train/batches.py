@@ -4,11 +4,18 @@ Each epoch draws one permutation of the training set from (seed, epoch); step i'
 global batch is the i-th block of ``batch_size`` indices and worker r takes the
 r-th contiguous slice of it. Every worker takes the same number of steps, and the
 all-reduced gradient equals the gradient of the whole global batch.
+
+Ray Data shards (imagenet) are wrapped in ``TimedShard``: an epoch whose first batch
+does not come within ``scaling.first_batch_timeout_s`` fails, saying what the
+pipeline waits for, instead of waiting forever for CPUs that never free up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -107,3 +114,74 @@ def eval_batches(
         return
     subset = torch.utils.data.Subset(dataset, list(shard))
     yield from DataLoader(subset, batch_size=batch_size, num_workers=loader_workers)
+
+
+class FirstBatchTimeout(TimeoutError):
+    """A Ray Data pipeline gave no batch within ``scaling.first_batch_timeout_s``."""
+
+
+def first_batch_within(
+    batches: Iterable, timeout_s: float | None, what: str, waiting_for=lambda: "its tasks"
+) -> Iterator:
+    """``batches``, raising ``FirstBatchTimeout`` (which names ``what`` and what
+    ``waiting_for()`` says it waits for) if the first takes longer than
+    ``timeout_s``; ``None`` waits without end. The first batch is fetched on a
+    helper thread; after a timeout that thread is left blocked, to go with the
+    worker that the error ends."""
+    batches = iter(batches)
+    if timeout_s is None:
+        yield from batches
+        return
+    first: queue.Queue = queue.Queue(maxsize=1)
+
+    def fetch() -> None:
+        try:
+            first.put(("batch", next(batches)))
+        except StopIteration:
+            first.put(("end", None))
+        except BaseException as err:  # raised again on the caller's thread
+            first.put(("error", err))
+
+    threading.Thread(target=fetch, name="first-batch", daemon=True).start()
+    try:
+        kind, item = first.get(timeout=timeout_s)
+    except queue.Empty:
+        raise FirstBatchTimeout(
+            f"no batch of {what} from the Ray Data pipeline after {timeout_s:g} s "
+            f"(waiting for {waiting_for()}); give the pipeline CPUs (lower "
+            "scaling.cpus_per_worker or scaling.num_workers) or raise "
+            "scaling.first_batch_timeout_s"
+        ) from None
+    if kind == "error":
+        raise item
+    if kind == "batch":
+        yield item
+        yield from batches
+
+
+def pipeline_wait() -> str:
+    """What a starved Ray Data pipeline waits for: a CPU for its read and decode
+    tasks, with the cluster's free CPUs now."""
+    from agd_ray.data.imagenet import DECODE_CPUS
+
+    need = f"{DECODE_CPUS:g} free CPU for each read-and-decode task"
+    try:
+        import ray
+
+        free = ray.available_resources().get("CPU", 0.0)
+        total = ray.cluster_resources().get("CPU", 0.0)
+    except Exception:  # no Ray to ask: say what is needed only
+        return need
+    return f"{need}; {free:g} of the cluster's {total:g} CPUs are free now"
+
+
+class TimedShard:
+    """A Ray Data shard (or dataset) whose ``iter_torch_batches`` fails with
+    ``FirstBatchTimeout`` when an epoch's first batch takes longer than ``timeout_s``."""
+
+    def __init__(self, shard: Any, split: str, timeout_s: float | None):
+        self.shard, self.split, self.timeout_s = shard, split, timeout_s
+
+    def iter_torch_batches(self, **kwargs) -> Iterator:
+        batches = self.shard.iter_torch_batches(**kwargs)
+        return first_batch_within(batches, self.timeout_s, f"the {self.split} split", pipeline_wait)

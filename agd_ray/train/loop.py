@@ -23,7 +23,7 @@ from agd_ray.config import ExperimentConfig, TrainConfig
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
 from agd_ray.optim import OPTIMIZERS, build_optimizer, build_scheduler, orthogonal_init_
-from agd_ray.train.batches import GlobalBatchSampler
+from agd_ray.train.batches import GlobalBatchSampler, TimedShard
 from agd_ray.train.checkpoint import CHECKPOINT_FILE, Checkpointer
 from agd_ray.train.distributed import any_rank
 from agd_ray.train.evaluate import evaluate
@@ -78,8 +78,12 @@ def run_training(
     seed_everything(cfg.train.seed)
     splits = load_data(cfg.data, cfg.train.seed)
     train_data, val_data, test_data = splits.train, splits.val, splits.test
-    if splits.streaming:
-        shard = session.get_dataset_shard
+    if splits.streaming:  # Ray Data shards, each epoch's first batch timed
+
+        def shard(split: str) -> TimedShard:
+            timeout = cfg.scaling.first_batch_timeout_s
+            return TimedShard(session.get_dataset_shard(split), split, timeout)
+
         train_data, test_data = shard("train"), shard("test")
         val_data = shard("val") if cfg.data.val_fraction > 0 else None
     model = build_model(cfg.model, splits.spec)

@@ -2,8 +2,8 @@
 
 Ray queues a resource request it cannot place and waits for nodes that a fixed-size
 cluster will never get (Train and Tune only print a warning, every minute). Once Ray
-is up, each distinct per-trial request (workers x CPUs, and GPUs) is compared with
-what the cluster can ever provide:
+is up, each distinct per-trial request (workers x CPUs, GPUs, and the CPU that a Ray
+Data pipeline needs beside them) is compared with what the cluster can ever provide:
 
 - a Ray instance this process started (``agd-ray train`` on a laptop): its node as
   it is; it never grows, so an oversize request is a ConfigError (exit status 2);
@@ -12,14 +12,24 @@ what the cluster can ever provide:
 - any other cluster that we joined: its nodes now. An autoscaler that does not
   publish its limits (v1, the cluster launcher) may still add nodes, so there an
   oversize request is only a warning and the run waits for the autoscaler.
+
+The data budget: a run that streams through Ray Data (imagenet) reads and decodes on
+tasks of ``DECODE_CPUS`` each, which Ray places only on CPUs that no Train worker
+holds. Workers that take every CPU leave the pipeline none and the run would wait for
+its first batch forever, so such a run is refused. Fractional GPUs: a GPU holds as
+many workers as whole fractions fit in it (0.3: three), so workers are counted per
+GPU, as Ray places them.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
-from agd_ray.config import ConfigError, ScalingConfig
+from agd_ray.config import ConfigError, ExperimentConfig, ScalingConfig
+from agd_ray.data import streams
+from agd_ray.data.imagenet import DECODE_CPUS
 
 
 @dataclass(frozen=True)
@@ -56,45 +66,118 @@ def cluster_capacity() -> Capacity:
     return Capacity(total, largest, fixed=started_here)
 
 
+def gpu_slots(gpus_per_worker: float, gpus: float) -> int:
+    """Workers that ``gpus`` GPUs hold at ``gpus_per_worker`` each: whole GPUs per
+    worker, or as many whole fractions per GPU as fit (Ray does not split a worker's
+    fraction over two GPUs)."""
+    if gpus_per_worker >= 1:
+        return int(gpus // gpus_per_worker)
+    return int(gpus) * math.floor(1 / gpus_per_worker + 1e-9)
+
+
+def _over(need: float, have: float) -> bool:
+    return need > have + 1e-9  # 10 x 0.1 CPU fit in 1 CPU, though not in floats
+
+
 def _amount(x: float, name: str) -> str:
     return f"{x:g} {name}" + ("" if x == 1 else "s")
 
 
-def refusal(scaling: ScalingConfig, cap: Capacity) -> ConfigError | None:
-    """Why ``scaling`` can never be placed on ``cap`` (naming the key), or None."""
-    n = scaling.num_workers
-    per_worker = {"CPU": scaling.cpus_per_worker, "GPU": 1.0 if scaling.use_gpu else 0.0}
-    key = {"CPU": "scaling.cpus_per_worker", "GPU": "scaling.use_gpu"}
-    for name, need in per_worker.items():
-        if not need:
-            continue
-        have_total, have_node = cap.total.get(name, 0.0), cap.largest_node.get(name, 0.0)
-        if name == "GPU" and have_total == 0:
+def refusal(
+    scaling: ScalingConfig, cap: Capacity, streaming: bool = False, trial: bool = False
+) -> ConfigError | None:
+    """Why ``scaling`` can never be placed on ``cap`` (naming the key), or None.
+    ``streaming``: the run's data stream through Ray Data, which needs CPUs beside the
+    workers; ``trial``: a sweep trial, whose driver asks for ``driver_resources``."""
+    n, cpus = scaling.num_workers, scaling.worker_cpus(streaming)
+    err = _cpu_refusal(n, cpus, cap)
+    if err is None and scaling.use_gpu:
+        err = _gpu_refusal(n, scaling.gpus_per_worker, cap)
+    if err is None and streaming and _over(n * cpus + DECODE_CPUS, cap.total.get("CPU", 0.0)):
+        err = ConfigError(
+            "scaling.cpus_per_worker",
+            f"{n} workers x {_amount(cpus, 'CPU')} leave the Ray Data pipeline no CPU "
+            f"of the cluster's {cap.total.get('CPU', 0.0):g} (its read and decode tasks "
+            f"take {_amount(DECODE_CPUS, 'CPU')} each); lower scaling.cpus_per_worker "
+            f"(streaming default {ScalingConfig.STREAMING_CPUS_PER_WORKER:g}) or "
+            "scaling.num_workers",
+        )
+    if err is None and trial:
+        err = _driver_refusal(scaling.driver_resources or {}, cap)
+    return err
+
+
+def _cpu_refusal(n: int, cpus: float, cap: Capacity) -> ConfigError | None:
+    have_total, have_node = cap.total.get("CPU", 0.0), cap.largest_node.get("CPU", 0.0)
+    if _over(cpus, have_node):
+        return ConfigError(
+            "scaling.cpus_per_worker",
+            f"each worker asks for {_amount(cpus, 'CPU')}, "
+            f"but the largest node has {_amount(have_node, 'CPU')}",
+        )
+    if _over(n * cpus, have_total):
+        return ConfigError(
+            "scaling.num_workers",  # n > 1 here: one worker fits on the largest node
+            f"{n} workers x {_amount(cpus, 'CPU')} = {_amount(n * cpus, 'CPU')} per trial, "
+            f"but the cluster has {_amount(have_total, 'CPU')} in all",
+        )
+    return None
+
+
+def _gpu_refusal(n: int, gpus: float, cap: Capacity) -> ConfigError | None:
+    have_total, have_node = cap.total.get("GPU", 0.0), cap.largest_node.get("GPU", 0.0)
+    if have_total == 0:
+        return ConfigError(
+            "scaling.use_gpu",
+            "the cluster has no GPUs; set scaling.use_gpu: false to train on CPUs",
+        )
+    if _over(gpus, have_node):
+        return ConfigError(
+            "scaling.gpus_per_worker",
+            f"each worker asks for {_amount(gpus, 'GPU')}, "
+            f"but the largest node has {_amount(have_node, 'GPU')}",
+        )
+    slots = gpu_slots(gpus, have_total)
+    if n > slots:
+        return ConfigError(
+            "scaling.num_workers",
+            f"{n} workers x {_amount(gpus, 'GPU')} per trial, but the cluster's "
+            f"{_amount(have_total, 'GPU')} hold {slots} such workers",
+        )
+    return None
+
+
+def _driver_refusal(driver: dict[str, float], cap: Capacity) -> ConfigError | None:
+    for name, amount in driver.items():
+        have = cap.largest_node.get(name, 0.0)
+        if _over(amount, have):
             return ConfigError(
-                key[name], "the cluster has no GPUs; set scaling.use_gpu: false to train on CPUs"
-            )
-        if need > have_node:
-            return ConfigError(
-                key[name],
-                f"each worker asks for {_amount(need, name)}, "
-                f"but the largest node has {_amount(have_node, name)}",
-            )
-        if need * n > have_total:
-            return ConfigError(
-                "scaling.num_workers",  # n > 1 here: one worker fits on the largest node
-                f"{n} workers x {_amount(need, name)} = {_amount(need * n, name)} per trial, "
-                f"but the cluster has {_amount(have_total, name)} in all",
+                "scaling.driver_resources",
+                f"trial drivers ask for {amount:g} {name!r}, but no node has "
+                f"{'that much' if have else 'that resource'} (give it to a node: "
+                f"ray start --resources='{{\"{name}\": 1}}')",
             )
     return None
 
 
-def check_resources(scalings: list[ScalingConfig], rename=lambda key: key) -> None:
-    """Raise ConfigError if a trial can never be placed; warn instead when an
-    autoscaler we cannot read might still grow the cluster. ``rename`` maps the
-    offending key to where the user set it (e.g. a sweep's grid)."""
+def check_resources(
+    runs: list[ExperimentConfig | ScalingConfig], rename=lambda key: key, trials: bool = False
+) -> None:
+    """Raise ConfigError if a run can never be placed; warn instead when an autoscaler
+    we cannot read might still grow the cluster. Pass whole configs: only they tell
+    whether the data stream through Ray Data (a ``ScalingConfig`` alone is taken as
+    in-memory data). ``rename`` maps the offending key to where the user set it (e.g.
+    a sweep's grid); ``trials``: the runs are sweep trials (``driver_resources``)."""
     cap = cluster_capacity()
-    for scaling in dict.fromkeys(scalings):  # distinct, in order
-        err = refusal(scaling, cap)
+    requests = {}
+    for run in runs:  # distinct requests, in order
+        if isinstance(run, ExperimentConfig):
+            scaling, streaming = run.scaling, streams(run.data)
+        else:
+            scaling, streaming = run, False
+        requests[(scaling.model_dump_json(), streaming)] = (scaling, streaming)
+    for scaling, streaming in requests.values():
+        err = refusal(scaling, cap, streaming, trials)
         if err is None:
             continue
         err = ConfigError(rename(err.key), err.problem)

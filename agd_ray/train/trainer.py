@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,12 @@ from ray.train import UserCallback
 from ray.train.torch import TorchTrainer
 from ray.util.queue import Empty, Queue
 
-from agd_ray.config import ExperimentConfig
+from agd_ray.config import ConfigError, ExperimentConfig, dump_config
 from agd_ray.data import prepare_data
+from agd_ray.lock import HomeLock
 from agd_ray.ray_setup import apply_env_defaults, ensure_ray
-from agd_ray.results import write_results
+from agd_ray.results import save_results
+from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, config_hash, provenance, run_paths
 from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_config, train_loop_per_worker
 from agd_ray.train.resources import check_resources
 from agd_ray.trial import TrialInfo, TrialOutcome, single_trial
@@ -38,14 +39,26 @@ def make_trainer(
     trial: TrialInfo | None = None,
 ) -> TorchTrainer:
     """A TorchTrainer for ``cfg``, its run named ``run_name`` under ``storage_path``
-    (a run of the same name and storage is resumed from its last checkpoint)."""
+    (a run of the same name and storage is resumed from its last checkpoint).
+
+    Each worker reserves ``scaling.cpus_per_worker`` (and ``gpus_per_worker`` with
+    use_gpu, fractions allowed). Data streamed by Ray Data take what the workers
+    leave: Train registers its workers' reservation with Ray Data, whose tasks get
+    the rest of the cluster, so streaming runs default to half a CPU per worker
+    (``ScalingConfig.worker_cpus``) and ``check_resources`` refuses a run that
+    leaves the pipeline no CPU."""
+    from agd_ray.data import streams
+
     apply_env_defaults()  # e.g. the controller's poll interval, read from here
     s = cfg.scaling
     datasets = None
-    if cfg.data.name == "imagenet":  # streamed to the workers by Ray Data
+    if streams(cfg.data):  # streamed to the workers by Ray Data
         from agd_ray.data.imagenet import build_datasets
 
         datasets = build_datasets(cfg.data, cfg.train.seed)
+    per_worker = {"CPU": s.worker_cpus(streaming=datasets is not None)}
+    if s.use_gpu:
+        per_worker["GPU"] = s.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         datasets=datasets,
@@ -53,7 +66,7 @@ def make_trainer(
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers,
             use_gpu=s.use_gpu,
-            resources_per_worker={"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})},
+            resources_per_worker=per_worker,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -90,21 +103,46 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
 
 
 def run_train(
-    cfg: ExperimentConfig, out: str | Path, echo=print, verbose: bool = False
+    cfg: ExperimentConfig,
+    out: str | Path,
+    echo=print,
+    verbose: bool = False,
+    resume: bool = False,
 ) -> TrialOutcome:
-    """Train ``cfg`` once on Ray Train; write OUT/<name>/{trials,epochs}.parquet.
-    ``verbose`` shows Ray's own output too (see ``agd_ray.ray_setup``)."""
+    """Train ``cfg`` once on Ray Train; write OUT/<name>/{trials,epochs}.parquet (and
+    copy them to ``<scaling.storage_path>/<name>`` when set). The run is named from
+    the config's hash: ``resume`` continues it from its last checkpoint, and without
+    it a run that exists already is refused. ``verbose`` shows Ray's own output too
+    (see ``agd_ray.ray_setup``)."""
     spec = prepare_data(cfg.data)  # refuses a missing data.root before Ray starts
-    out_dir = Path(out).resolve() / cfg.name
-    storage = cfg.scaling.storage_path or str(out_dir / "ray")
-    run_name = f"{cfg.name}-train-{time.strftime('%Y%m%d-%H%M%S')}"
-    echo(
-        f"training {cfg.model.arch} depth {cfg.model.depth} width {cfg.model.width} on "
-        f"{spec.name} with {cfg.optimizer.name}: {cfg.train.epochs} epochs, batch "
-        f"{cfg.train.batch_size}, {cfg.scaling.num_workers} worker(s)"
-    )
-    ensure_ray(verbose)
-    check_resources([cfg.scaling])  # fail now rather than wait forever for them
+    paths = run_paths(cfg, out)
+    run_name = f"train-{config_hash(cfg)[:8]}"
+    with HomeLock(paths.home):
+        exists = Storage(paths.train_runs).exists(run_name)
+        if exists and not resume:
+            raise ConfigError(
+                paths.home,
+                f"already holds a run of this config ({run_name}); pass --resume to "
+                "continue it, or choose another --out or name",
+            )
+        if resume and not exists:
+            raise ConfigError(paths.home, f"has no run of this config ({run_name}) to resume")
+        echo(
+            f"{'resuming' if resume else 'training'} {cfg.model.arch} depth {cfg.model.depth} "
+            f"width {cfg.model.width} on {spec.name} with {cfg.optimizer.name}: "
+            f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+            f"{cfg.scaling.num_workers} worker(s)"
+        )
+        ensure_ray(verbose)
+        check_resources([cfg])  # fail now rather than wait forever for them
+        Storage(paths.home).write_bytes(CONFIG_FILE, dump_config(cfg).encode())
+        outcome = _fit(cfg, paths, run_name, echo)
+        save_results([(single_trial(cfg), outcome)], paths, provenance(cfg))
+    return outcome
+
+
+def _fit(cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo) -> TrialOutcome:
+    """Run the trainer, printing each epoch's line as rank 0 reports it."""
     queue = Queue()
     stop = threading.Event()
 
@@ -117,8 +155,8 @@ def run_train(
 
     printer = threading.Thread(target=show_progress, daemon=True)
     printer.start()
-    trial = TrialInfo(cfg.name, storage, wandb_dir=str(out_dir))  # DIR/wandb/
-    trainer = make_trainer(cfg, run_name, storage, [EpochQueueCallback(queue)], trial)
+    trial = TrialInfo(cfg.name, paths.storage, wandb_dir=str(paths.out_dir))  # DIR/wandb/
+    trainer = make_trainer(cfg, run_name, paths.train_runs, [EpochQueueCallback(queue)], trial)
     outcome = TrialOutcome(trial_id=cfg.name, status="failed")
     try:
         result = trainer.fit()
@@ -128,7 +166,6 @@ def run_train(
     finally:
         stop.set()
         printer.join(timeout=5)
-    write_results([(single_trial(cfg), outcome)], out_dir)
     return outcome
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from agd_ray.config import ExperimentConfig
+from agd_ray.storage import Storage, provenance
 from agd_ray.wandb_mode import resolve_mode
 
 
@@ -50,6 +52,9 @@ class WandbLogger:
     ):
         self.run = None
         self.every = cfg.wandb.log_every
+        # with scaling.storage_path, offline runs are copied to <home>/wandb/ (the
+        # home is the storage then): they are written on whichever node trained
+        self.home = storage if cfg.scaling.storage_path else None
         mode = resolve_mode(cfg.wandb)
         if rank != 0 or mode == "disabled":
             return
@@ -59,6 +64,7 @@ class WandbLogger:
         if directory:
             os.makedirs(directory, exist_ok=True)
         config = flatten(cfg.model_dump(mode="json", exclude={"sweep", "wandb"}))
+        config["provenance"] = provenance(cfg)
         self.run = wandb.init(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
@@ -93,9 +99,13 @@ class WandbLogger:
         for key, value in (final or {}).items():
             if value is not None:
                 self.run.summary[key] = value
+        run_dir = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>
+        offline = self.run.settings.mode == "offline"
         self.run.finish(exit_code=0 if status != "failed" else 1)
         self.run = None
         shutdown_service()
+        if offline and self.home and run_dir.is_dir():
+            Storage(self.home).upload(run_dir, f"wandb/{run_dir.name}")
 
 
 def shutdown_service() -> None:
