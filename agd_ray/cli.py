@@ -193,12 +193,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from agd_ray.results import RESULT_FILES
     from agd_ray.storage import Storage
 
-    home = Storage(args.sweep_dir)
-    local = Path("results") / Path(home.root).name  # the results, fetched here
-    for name in RESULT_FILES:
-        if not home.exists(name):
-            raise ConfigError(home.uri, f"no {name} here (is it a sweep's home?)")
-        home.download(name, local / name)
+    try:
+        home = Storage(args.sweep_dir)
+        local = Path("results") / Path(home.root).name  # the results, fetched here
+        for name in RESULT_FILES:
+            if not home.exists(name):
+                raise ConfigError(home.uri, f"no {name} here (is it a sweep's home?)")
+            home.download(name, local / name)
+    except (OSError, ValueError) as err:  # unknown scheme, no credentials, no bucket
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(args.sweep_dir, f"cannot read: {err}") from None
     path = make_report(local, args.out)
     home.upload(path, "report")
     print(f"report copied to {home.uri}/report")

@@ -205,8 +205,13 @@ class ScalingConfig(Section):
     """Ray Data runs: stop with an error saying what the pipeline waits for when a
     split's first batch of an epoch has not come after this long (null: wait on)."""
     storage_path: str | None = None
-    """Where Ray keeps checkpoints (default: OUT/<name>/ray); s3:// or gs:// on clusters."""
+    """Where a run's results live for good: ``<storage_path>/<name>`` holds the Parquet
+    files, config.yaml, the report, offline W&B runs, checkpoints and outcomes (OUT is
+    then a cache). A folder, or s3:// / gs:// on clusters (``agd_ray.storage``)."""
     max_failures: int = Field(default=0, ge=-1)
+    """Train restarts a multi-worker trial's lost worker group this many times."""
+
+    STORAGE_SCHEMES: ClassVar[tuple[str, ...]] = ("file", "s3", "gs", "gcs", "hdfs", "abfs")
 
     STREAMING_CPUS_PER_WORKER: ClassVar[float] = 0.5
 
@@ -216,6 +221,12 @@ class ScalingConfig(Section):
             raise ValueError(
                 f"gpus_per_worker: {self.gpus_per_worker:g}: more than one GPU per worker "
                 "must be a whole number (Ray shares GPUs only in fractions of one)"
+            )
+        scheme = (self.storage_path or "").partition("://")[0]
+        if "://" in (self.storage_path or "") and scheme not in self.STORAGE_SCHEMES:
+            raise ValueError(
+                f"storage_path: {scheme}:// is not a storage pyarrow can write to "
+                f"(use a folder or one of {', '.join(s + '://' for s in self.STORAGE_SCHEMES)})"
             )
         for name in self.driver_resources or ():
             if name in ("CPU", "GPU"):

@@ -82,6 +82,12 @@ class HomeLock:
         )
 
     def acquire(self) -> None:
+        try:
+            self._acquire()
+        except OSError as err:  # no bucket, no credentials, not writable
+            raise ConfigError(self.storage.uri, f"cannot write there: {err}") from None
+
+    def _acquire(self) -> None:
         self._since = time.time()
         held = self._read()
         if held is not None and held.get("token") != self.token and not self.stale(held):

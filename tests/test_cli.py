@@ -107,6 +107,11 @@ def test_train_writes_both_parquet_files(tmp_path):
     assert epochs.column("val_loss").to_pylist()[-1] == pytest.approx(row["val_loss"])
     assert epochs.column("samples").to_pylist() == [1440 // 128 * 128, row["samples"]]
     assert all(e > 0 for e in epochs.column("eta_mean").to_pylist())
+    # the run is named after its config: the same command again is refused (before Ray)
+    again = agd_ray("train", "experiments/quickstart.yaml", "--out", tmp_path, *run.args[7:])
+    assert again.returncode == 2
+    (line,) = again.stderr.strip().splitlines()
+    assert "already holds a run of this config" in line and "--resume" in line
 
 
 @pytest.mark.ray  # integration tier: a fresh Python process each

@@ -104,3 +104,8 @@ def test_the_heartbeat_keeps_a_hold_fresh(tmp_path):
         first = json.loads((tmp_path / LOCK_FILE).read_text())["heartbeat"]
         time.sleep(0.3)
         assert json.loads((tmp_path / LOCK_FILE).read_text())["heartbeat"] > first
+
+
+def test_an_unknown_storage_scheme_is_refused_by_key():
+    with pytest.raises(ConfigError, match=r"^scaling.storage_path: foo:// is not a storage"):
+        load_config(None, ["scaling.storage_path=foo://bucket"])

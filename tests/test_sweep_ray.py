@@ -47,7 +47,12 @@ def test_concurrent_sweep_with_divergence_and_batch_ramp(ray_session, tmp_path):
             assert [e["batch_size"] for e in rows] == [8, 8, 16]
             assert t["steps"] == 2 * (N_TRAIN // 8) + N_TRAIN // 16
             assert t["samples"] == N_TRAIN * 3
-            assert t["test_acc"] > 0.1 and t["wall_s"] > 0 and t["params"] > 0
+            assert t["wall_s"] > 0 and t["params"] > 0
+            # AGD learns: its training loss falls every epoch, and test accuracy is
+            # well above chance (10 classes)
+            losses = [e["train_loss"] for e in rows]
+            assert losses == sorted(losses, reverse=True), losses
+            assert t["test_acc"] > 0.25, t["test_acc"]
         else:
             assert len(rows) < 3  # stopped at the epoch it diverged
             assert rows[-1]["train_loss"] != rows[-1]["train_loss"] or rows[-1][

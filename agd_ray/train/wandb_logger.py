@@ -5,7 +5,10 @@ the rank is checked here. The run id is derived from the sweep's storage and the
 trial id, so a resumed trial continues its own run. ``wandb.mode: auto`` is online
 when an API key is available (``WANDB_API_KEY`` or a netrc login), else offline;
 offline runs land under ``WANDB_DIR`` (default: OUT/<name>/wandb) and are uploaded
-later with ``wandb sync DIR/wandb/offline-run-*``. The API key is read by wandb from
+later with ``wandb sync DIR/wandb/offline-run-*``. With ``scaling.storage_path``
+set, each finished offline run is also copied to ``<home>/wandb/`` (it was written
+on whichever node trained). The run's config carries ``provenance`` (git commit,
+package versions, config hash). The API key is read by wandb from
 the environment and is never written to configs, results or checkpoints.
 """
 
