@@ -175,7 +175,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     return submit(
         args.config,
-        args.address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS"),
+        args.address,  # None: RAY_API_SERVER_ADDRESS, then RAY_ADDRESS
         args.overrides,
         args.out,
         wait=not args.no_wait,

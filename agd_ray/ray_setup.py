@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 ENV_DEFAULTS = {
     # Ray packs the working dir and builds a fresh venv per worker when the driver
@@ -78,7 +79,7 @@ def ensure_ray(verbose: bool = False, num_cpus: int | None = None) -> None:
     quiet_env(verbose)
     import ray
 
-    if not verbose:
+    if not verbose and "ray.data" in sys.modules:  # else QUIET_ENV acts on its import
         quiet_data()
     if ray.is_initialized():
         return

@@ -10,7 +10,7 @@ import pytest
 from agd_ray.config import load_config
 from agd_ray.sweep.runner import run_sweep
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # see pyproject.toml
 
 
 @pytest.fixture

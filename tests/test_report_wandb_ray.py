@@ -84,6 +84,7 @@ def test_small_sweep_report_wandb_and_no_secret(tmp_path):
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow  # see pyproject.toml
 def test_two_worker_trials_log_one_run_each(tmp_path):
     sweep(
         tmp_path,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_cli import agd_ray
+from test_cli import ROOT, agd_ray
 
 BIN = Path(sys.executable).parent
 SECRET = f"planted-{uuid.uuid4().hex}"  # made here: the job's copy of this file has no key
@@ -64,11 +64,12 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
                 assert head.poll() is None, (tmp_path / "head.log").read_text()[-2000:]
                 time.sleep(1)
         out = tmp_path / "results"
+        elsewhere = tmp_path / "my-configs/study.yaml"  # outside the project folder
+        elsewhere.parent.mkdir()
+        elsewhere.write_text((ROOT / "experiments/quickstart.yaml").read_text())
         run = agd_ray(
             "submit",
-            "experiments/quickstart.yaml",
-            "--address",
-            address,
+            elsewhere,
             "--out",
             out,
             "--set",
@@ -85,12 +86,14 @@ def test_submit_runs_the_sweep_as_a_job(tmp_path):
             "sweep.report=false",
             "--set",
             "wandb.mode=disabled",
-            env={**env, "WANDB_API_KEY": SECRET},  # the head was started without it
+            # no --address: RAY_API_SERVER_ADDRESS, as Ray's own job CLI reads it
+            env={**env, "WANDB_API_KEY": SECRET, "RAY_API_SERVER_ADDRESS": address},
             timeout=400,
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "SUCCEEDED" in run.stdout
         assert "[2/2]" in run.stdout  # the job's own progress lines were streamed
+        assert not (ROOT / ".agd-ray-submit").exists()  # the shipped config is not left here
         trials = pq.read_table(out / "sub/trials.parquet").to_pylist()
         assert [t["status"] for t in trials] == ["completed", "completed"]
 

@@ -23,7 +23,7 @@ from ray.util.queue import Empty, Queue
 from agd_ray.config import ConfigError, ExperimentConfig, dump_config
 from agd_ray.data import prepare_data
 from agd_ray.lock import HomeLock
-from agd_ray.ray_setup import apply_env_defaults, ensure_ray
+from agd_ray.ray_setup import apply_env_defaults, ensure_ray, quiet_data
 from agd_ray.results import save_results
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, config_hash, provenance, run_paths
 from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_config, train_loop_per_worker
@@ -56,6 +56,8 @@ def make_trainer(
         from agd_ray.data.imagenet import build_datasets
 
         datasets = build_datasets(cfg.data, cfg.train.seed)
+        if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":  # not --verbose
+            quiet_data()  # its INFO lines too (Ray Data was imported just now)
     per_worker = {"CPU": s.worker_cpus(streaming=datasets is not None)}
     if s.use_gpu:
         per_worker["GPU"] = s.gpus_per_worker
