@@ -92,6 +92,7 @@ def test_rerun_resumes_instead_of_starting_over(tmp_path):
     assert len(pq.read_table(dst / "train")) == 15
 
 
+@pytest.mark.ray  # integration tier: a fresh Python process
 def test_missing_source_is_a_one_line_error(tmp_path):
     run = prepare(tmp_path / "nope", tmp_path / "out")
     assert run.returncode == 2
