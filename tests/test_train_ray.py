@@ -5,7 +5,7 @@ import pytest
 from agd_ray.config import load_config
 from agd_ray.train.trainer import make_trainer, outcome_from_result
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # see pyproject.toml
 
 SMALL = ["data.num_samples=2000", "train.batch_size=64", "scaling.num_workers=2"]
 N_TRAIN = 1440  # 2000 samples: 1600 train, of which data.val_fraction (0.1) is held out
