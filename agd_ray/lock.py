@@ -41,6 +41,7 @@ class HomeLock:
         self.storage = Storage(home)
         self.beat_s, self.stale_s = beat_s, stale_s
         self.token = uuid.uuid4().hex
+        self.since = time.time()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -49,7 +50,7 @@ class HomeLock:
             "token": self.token,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "since": getattr(self, "_since", time.time()),
+            "since": self.since,
             "heartbeat": time.time(),
         }
 
@@ -88,7 +89,6 @@ class HomeLock:
             raise ConfigError(self.storage.uri, f"cannot write there: {err}") from None
 
     def _acquire(self) -> None:
-        self._since = time.time()
         held = self._read()
         if held is not None and held.get("token") != self.token and not self.stale(held):
             raise self._refuse(held)
