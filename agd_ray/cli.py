@@ -4,6 +4,8 @@
     agd-ray sweep CONFIG.yaml|HOME [--set key.path=value ...] [--out DIR] [--resume] [--verbose]
     agd-ray report SWEEP_DIR|URI [--out DIR]
     agd-ray data prepare-imagenet SRC_DIR DST_DIR
+    agd-ray data prepare-text SRC DST [--tokenizer bytes|bpe] [--vocab-size N]
+                              [--format bin|parquet]
     agd-ray submit CONFIG.yaml [--address URL] [--set ...] [--out DIR] [--no-wait] [--verbose]
 
 With ``scaling.storage_path`` set, a sweep's results live in its home,
@@ -113,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("dst", help="output folder or object-store URI")
     prep.add_argument("--shard-size", type=int, default=1024, help="images per shard")
     prep.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    text = data_sub.add_parser(
+        "prepare-text", help="a text file or folder -> token ids (.bin files or Parquet shards)"
+    )
+    text.add_argument("src", help="a text file, or a folder of them (split by file)")
+    text.add_argument("dst", help="output folder")
+    text.add_argument(
+        "--tokenizer",
+        choices=("bytes", "bpe"),
+        default="bytes",
+        help="raw bytes (vocab 256) or a byte-level BPE trained on the train split",
+    )
+    text.add_argument("--vocab-size", type=int, default=4096, help="BPE vocab (default 4096)")
+    text.add_argument(
+        "--format",
+        choices=("bin", "parquet"),
+        default="bin",
+        help="nanoGPT's uint16 .bin files, or Parquet shards for Ray Data",
+    )
     report = sub.add_parser("report", help="figures, fits and report.html from a sweep")
     report.add_argument(
         "sweep_dir", help="a sweep's results: its folder (OUT/<name>) or its home URI (s3://...)"
@@ -164,6 +184,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "prepare-text":
+        from agd_ray.data.text_prepare import prepare_text
+
+        prepare_text(
+            args.src, args.dst, args.tokenizer, vocab_size=args.vocab_size, format=args.format
+        )
+        return 0
     from agd_ray.data.imagenet_prepare import prepare_imagenet
 
     prepare_imagenet(args.src, args.dst, shard_size=args.shard_size, workers=args.workers)

@@ -87,11 +87,25 @@ class ExperimentConfig(Section):
                     f"train.batch_schedule: batch size {batch} is not divisible by "
                     f"scaling.num_workers={workers}"
                 )
+        if (self.model.arch == "gpt") != self.data.is_text:
+            if self.data.is_text:
+                raise ValueError(
+                    f"model.arch: {self.model.arch} is an image model; {self.data.name} is "
+                    "text (use model.arch: gpt)"
+                )
+            raise ValueError(
+                f"data.name: {self.data.name} is image data; model.arch gpt needs text "
+                "(pysrc or tokens)"
+            )
+        if self.model.arch == "gpt":  # a language model: next-token cross-entropy
+            if "loss" in self.train.model_fields_set and self.train.loss != "xent":
+                raise ValueError("train.loss: gpt is trained with cross-entropy (xent)")
+            object.__setattr__(self.train, "loss", "xent")
         if self.model.arch != "fcn" and self.data.name == "mnist1d":
             raise ValueError(f"model.arch: {self.model.arch} needs image data; mnist1d is 1-D")
         if self.model.arch == "vgg16" and self.data.name == "mnist":
             raise ValueError("model.arch: vgg16's five max-pools need 32x32 inputs, mnist is 28x28")
-        if self.data.name != "mnist1d" and self.data.root is None:
+        if self.data.name not in ("mnist1d", "pysrc") and self.data.root is None:
             raise ValueError(f"data.root: {self.data.name} is read from data.root; set it")
         return self
 

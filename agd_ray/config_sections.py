@@ -38,11 +38,23 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    name: Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet"] = "mnist1d"
-    num_samples: PositiveInt = 10_000
-    """mnist1d: samples generated (80 % train, 20 % test)."""
+    name: Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet", "pysrc", "tokens"] = (
+        "mnist1d"
+    )
+    """Images: mnist1d (generated, the default), mnist, cifar10, cifar100, imagenet.
+    Text (for ``model.arch: gpt``): pysrc (the Python standard library's source as
+    bytes, built locally) or tokens (pre-tokenized shards in ``root``)."""
+    num_samples: PositiveInt | None = None
+    """mnist1d: samples generated (default 10000; 80 % train, 20 % test). Text:
+    training sequences per epoch, drawn afresh each epoch (default: every window of
+    the train split once)."""
     root: str | None = None
-    """Folder holding mnist/cifar10/cifar100 in torchvision's layout."""
+    """mnist/cifar10/cifar100: torchvision's layout; imagenet: Parquet shards; tokens:
+    nanoGPT's train.bin/val.bin[/test.bin] or train/ val/ test/ Parquet shards
+    (``agd-ray data prepare-text``)."""
+    eval_sequences: PositiveInt | None = 512
+    """Text: validation and test windows scored each epoch, evenly spaced over each
+    split (null: all of them)."""
     download: bool = False
     """Let torchvision download into ``root`` (needs network access)."""
     cache_dir: str | None = None
@@ -54,17 +66,40 @@ class DataConfig(Section):
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Share of the training data held out as a validation split, drawn from
     ``train.seed`` (imagenet: that share of the training shards). Baselines' best of
-    grid is chosen on it; test metrics are what is reported. 0: no validation split."""
+    grid is chosen on it; test metrics are what is reported. 0: no validation split.
+    Text corpora come with their own validation split (split by file)."""
+
+    TEXT: ClassVar[tuple[str, ...]] = ("pysrc", "tokens")
+
+    @property
+    def is_text(self) -> bool:
+        return self.name in self.TEXT
+
+    @model_validator(mode="after")
+    def _defaults(self) -> DataConfig:
+        if self.name == "mnist1d" and self.num_samples is None:
+            object.__setattr__(self, "num_samples", 10_000)
+        return self
 
 
 class ModelConfig(Section):
-    arch: Literal["fcn", "vgg16", "resnet18", "resnet50"] = "fcn"
+    arch: Literal["fcn", "vgg16", "resnet18", "resnet50", "gpt"] = "fcn"
     depth: PositiveInt | None = None
-    """fcn: number of weight layers (default 4). Fixed by the arch for vgg16/resnet*."""
+    """fcn: number of weight layers (default 4); gpt: transformer blocks (default 4).
+    Fixed by the arch for vgg16/resnet*."""
     width: PositiveInt | None = None
-    """fcn: hidden units (default 256); conv archs: base channel count (default 64)."""
+    """fcn: hidden units (default 256); conv archs: base channel count (default 64);
+    gpt: d_model (default 128)."""
     bias: bool = False
-    """Linear/conv biases and BatchNorm affine parameters (the paper has none)."""
+    """Linear/conv biases and BatchNorm/LayerNorm shifts (the paper has none)."""
+    heads: PositiveInt | None = None
+    """gpt: attention heads (default width // 64, at least 1); must divide width."""
+    context: PositiveInt | None = None
+    """gpt: tokens per sequence (default 128)."""
+    vocab: PositiveInt | None = None
+    """gpt: vocabulary size (default: the data's; token ids must be below it)."""
+
+    GPT_ONLY: ClassVar[tuple[str, ...]] = ("heads", "context", "vocab")
 
     @model_validator(mode="after")
     def _arch_defaults(self) -> ModelConfig:
@@ -72,7 +107,17 @@ class ModelConfig(Section):
         if fixed_depth is not None and self.depth not in (None, fixed_depth):
             raise ValueError(f"depth: {self.arch} has depth {fixed_depth}; leave depth unset")
         object.__setattr__(self, "depth", self.depth or fixed_depth or 4)
-        object.__setattr__(self, "width", self.width or (256 if self.arch == "fcn" else 64))
+        default_width = {"fcn": 256, "gpt": 128}.get(self.arch, 64)
+        object.__setattr__(self, "width", self.width or default_width)
+        if self.arch != "gpt":
+            for key in self.GPT_ONLY:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only model.arch gpt has {key} (got {self.arch})")
+            return self
+        object.__setattr__(self, "heads", self.heads or max(1, self.width // 64))
+        object.__setattr__(self, "context", self.context or 128)
+        if self.width % self.heads:
+            raise ValueError(f"heads: {self.heads} heads do not divide width {self.width}")
         return self
 
 

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 _FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 """The metrics of an epoch, and (those of the last epoch) of a trial, in this order."""
 
+# Language models' columns (null for image models): bits per token (per byte on a
+# byte-level corpus) of the validation and test loss, and tokens trained on.
+LANGUAGE_FINAL = {"val_bits": pa.float64(), "test_bits": pa.float64(), "tokens": pa.int64()}
+
 TRIAL_COLUMNS = {
     "trial_id": pa.string(),
     "status": pa.string(),
@@ -31,6 +35,7 @@ TRIAL_COLUMNS = {
     "steps": pa.int64(),
     "samples": pa.int64(),
     "wall_s": pa.float64(),
+    **LANGUAGE_FINAL,
     "diverged_epoch": pa.int64(),  # where a diverged trial first met a non-finite
     "diverged_step": pa.int64(),  # loss or weight (null otherwise)
 }
@@ -49,6 +54,8 @@ EPOCH_COLUMNS = {
     "noise_scale": pa.float64(),
     "wall_s": pa.float64(),
     "samples_per_s": pa.float64(),
+    **LANGUAGE_FINAL,
+    "tokens_per_s": pa.float64(),
 }
 
 
@@ -69,6 +76,7 @@ def trial_row(spec: TrialSpec, outcome: TrialOutcome | None) -> dict[str, Any]:
         "steps": last.get("step", 0),
         "samples": last.get("samples", 0),
         "wall_s": last.get("wall_s", 0.0),
+        **{k: last.get(k) for k in LANGUAGE_FINAL},
         "diverged_epoch": last.get("epoch") if last.get("diverged_step") is not None else None,
         "diverged_step": last.get("diverged_step"),
     }
@@ -81,21 +89,30 @@ def epoch_rows(trial_id: str, history: Iterable[dict[str, Any]]) -> list[dict[st
     ]
 
 
+LANGUAGE_COLUMNS = (*LANGUAGE_FINAL, "tokens_per_s")
+
+
+def _columns(columns: dict[str, pa.DataType], rows: list[dict[str, Any]]) -> dict:
+    """``columns``, less the language models' when no row has any (image runs)."""
+    if any(r.get("tokens") is not None for r in rows):
+        return columns
+    return {k: t for k, t in columns.items() if k not in LANGUAGE_COLUMNS}
+
+
 def trials_table(rows: list[dict[str, Any]]) -> pa.Table:
+    columns = _columns(TRIAL_COLUMNS, rows)
     config_cols = sorted({k for r in rows for k in r if k not in TRIAL_COLUMNS})
-    fields = [
-        pa.field(k, t) for k, t in TRIAL_COLUMNS.items() if k in ("trial_id", "status", "group")
-    ]
+    fields = [pa.field(k, t) for k, t in columns.items() if k in ("trial_id", "status", "group")]
     names = [f.name for f in fields]
     table = pa.Table.from_pylist(rows)  # infers the config columns' types
     fields += [table.schema.field(k) for k in config_cols]
-    fields += [pa.field(k, t) for k, t in TRIAL_COLUMNS.items() if k not in names]
+    fields += [pa.field(k, t) for k, t in columns.items() if k not in names]
     schema = pa.schema(fields)
     return pa.Table.from_pylist(rows, schema=schema)
 
 
 def epochs_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=pa.schema(EPOCH_COLUMNS))
+    return pa.Table.from_pylist(rows, schema=pa.schema(_columns(EPOCH_COLUMNS, rows)))
 
 
 def write_atomic(table: pa.Table, path: str | Path) -> Path:

@@ -189,8 +189,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def provenance(cfg: BaseModel) -> dict[str, Any]:
-    """Where a result came from: code, package versions, config."""
+def provenance(cfg: BaseModel, data: dict[str, str] | None = None) -> dict[str, Any]:
+    """Where a result came from: code, package versions, config, and ``data``: each
+    corpus's fingerprint by dataset name (pysrc differs between Python versions)."""
     return {
         "git_commit": _git_commit(),
         "agd_ray": _version("agd-ray"),
@@ -198,4 +199,5 @@ def provenance(cfg: BaseModel) -> dict[str, Any]:
         "ray": _version("ray"),
         "python": platform.python_version(),
         "config_hash": config_hash(cfg),
+        **({"data": data} if data else {}),
     }

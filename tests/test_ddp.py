@@ -108,3 +108,51 @@ def test_comm_hook_reads_local_norms_and_still_averages(tmp_path):
         got = torch.load(f"{out}.{rank}")
         assert float(got["local"]) == pytest.approx(float(expected_local[rank]), rel=1e-4)
         assert float(got["global"]) == pytest.approx(float(expected_global), rel=1e-4)
+
+
+def _gpt():
+    from agd_ray.models import GPT, GPTConfig
+
+    torch.manual_seed(7)
+    return orthogonal_init_(GPT(GPTConfig(depth=1, width=32, heads=2, context=8, vocab=40)))
+
+
+def _gpt_steps(model, tokens):
+    opt = AGD.from_model(model.module if hasattr(model, "module") else model)
+    etas = []
+    for batch in tokens:
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 40), batch[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        etas.append(float(opt.eta))
+    return etas
+
+
+def _gpt_tokens():
+    return torch.randint(0, 40, (3, 8, 9), generator=torch.Generator().manual_seed(0))
+
+
+def _gpt_worker(rank, world, init_file, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = torch.nn.parallel.DistributedDataParallel(_gpt())
+    half = 8 // world
+    etas = _gpt_steps(model, _gpt_tokens()[:, rank * half : (rank + 1) * half])
+    torch.save({"state": model.module.state_dict(), "etas": etas}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.ray  # integration tier: two gloo processes
+def test_gpt_two_processes_take_the_single_process_step(tmp_path):
+    out = str(tmp_path / "gpt")
+    mp.start_processes(
+        _gpt_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, start_method="spawn"
+    )
+    single = _gpt()
+    single_etas = _gpt_steps(single, _gpt_tokens())
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        assert got["etas"] == pytest.approx(single_etas, rel=1e-5)
+        for name, w in single.state_dict().items():
+            assert torch.allclose(got["state"][name], w, atol=1e-5), name

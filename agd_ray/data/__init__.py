@@ -1,5 +1,6 @@
 """Datasets: MNIST-1D generated locally (the embedded default), and MNIST / CIFAR-10 /
-CIFAR-100 read by torchvision from ``data.root``.
+CIFAR-100 read by torchvision from ``data.root``, ImageNet streamed by Ray Data; text
+for the GPT: pysrc (built locally) and tokens (``data.root``; ``agd_ray.data.text``).
 
 ``prepare_data(cfg)`` runs on the driver before Ray starts: it builds and caches
 MNIST-1D once and refuses a missing root. ``load_data(cfg, seed)`` runs in each
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from agd_ray.config import ConfigError, DataConfig
+from agd_ray.config import ConfigError, DataConfig, ModelConfig
 from agd_ray.data.mnist1d import load_mnist1d
 from agd_ray.data.vision import VISION_SPECS, load_vision
 
@@ -24,9 +25,16 @@ __all__ = ["DataSpec", "Splits", "load_data", "prepare_data", "streams"]
 
 @dataclass(frozen=True)
 class DataSpec:
+    """What a model needs to know of its data. Text: ``num_classes`` is the vocabulary,
+    ``context`` the sequence length, ``unit`` "byte" or "token", and ``fingerprint``
+    identifies the corpus (recorded in the results' provenance)."""
+
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
+    context: int | None = None
+    unit: str | None = None
+    fingerprint: str | None = None
 
 
 @dataclass
@@ -46,9 +54,25 @@ class Splits:
 
 
 def streams(cfg: DataConfig) -> bool:
-    """Whether the dataset streams through Ray Data (imagenet): its read and decode
-    tasks then need CPUs that the Train workers leave free (``scaling.cpus_per_worker``)."""
+    """Whether the dataset streams through Ray Data (imagenet, Parquet token shards):
+    its read and decode tasks then need CPUs that the Train workers leave free
+    (``scaling.cpus_per_worker``)."""
+    if cfg.name == "tokens" and cfg.root is not None:
+        from agd_ray.data.text import has_parquet_shards
+
+        return has_parquet_shards(cfg.root)
     return cfg.name == "imagenet"
+
+
+def ray_datasets(cfg: DataConfig, seed: int, context: int | None) -> dict:
+    """The Ray Datasets of a streaming dataset ({"train", "val", "test"})."""
+    if cfg.name == "tokens":
+        from agd_ray.data.text import build_token_datasets
+
+        return build_token_datasets(cfg.root, context, cfg.eval_sequences, seed)
+    from agd_ray.data.imagenet import build_datasets
+
+    return build_datasets(cfg, seed)
 
 
 def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +101,12 @@ def hold_out(train: Dataset, fraction: float, seed: int, val_view: Dataset | Non
     return Subset(train, keep.tolist()), Subset(val_view or train, val.tolist())
 
 
-def load_data(cfg: DataConfig, seed: int = 0) -> Splits:
-    """The three splits of ``cfg``'s dataset; the validation split depends on ``seed``."""
+def load_data(cfg: DataConfig, seed: int = 0, model: ModelConfig | None = None) -> Splits:
+    """The three splits of ``cfg``'s dataset; the validation split depends on ``seed``.
+    Text is cut to the ``model``'s context and checked against its vocabulary."""
+    if cfg.is_text:
+        context, vocab = (model.context, model.vocab) if model is not None else (None, None)
+        return load_text(cfg, context, vocab)
     if cfg.name == "mnist1d":
         train, test = load_mnist1d(cfg.num_samples, cfg.cache_dir)
         train, val = hold_out(train, cfg.val_fraction, seed)
@@ -97,7 +125,41 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Splits:
     raise ConfigError("data.name", f"unknown dataset {cfg.name!r}")
 
 
-def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSpec:
-    """Driver-side check and cache warm-up; raises ConfigError naming data.root or
-    data.val_fraction."""
-    return load_data(cfg, seed).spec
+def load_text(cfg: DataConfig, context: int | None, vocab: int | None = None) -> Splits:
+    """Non-overlapping windows of ``context`` + 1 tokens of each split (val and test:
+    ``data.eval_sequences`` of them, evenly spaced), or for Parquet shards only the
+    spec (they stream through Ray Data). ``vocab``: the model's, checked against the
+    data's ids."""
+    from agd_ray.data import text
+
+    context = context or 128
+    if cfg.name == "tokens" and text.has_parquet_shards(cfg.root):
+        meta = text.parquet_meta(cfg.root)
+        data_vocab = int(meta["vocab_size"])
+        if vocab is not None and data_vocab > vocab:
+            raise ConfigError("model.vocab", f"{vocab} is below the data's vocabulary {data_vocab}")
+        unit, fingerprint = meta.get("unit", "token"), meta.get("fingerprint")
+        spec = DataSpec("tokens", (context,), vocab or data_vocab, context, unit, fingerprint)
+        return Splits(spec, None, None, None)
+    if cfg.name == "pysrc":
+        corpus = text.load_pysrc(cfg.cache_dir)
+    else:
+        corpus = text.load_token_bins(cfg.root, vocab)
+    if vocab is not None and corpus.vocab > vocab:
+        raise ConfigError("model.vocab", f"{vocab} is below the data's vocabulary {corpus.vocab}")
+    limit = cfg.eval_sequences
+    spec = DataSpec(
+        cfg.name, (context,), vocab or corpus.vocab, context, corpus.unit, corpus.fingerprint
+    )
+    return Splits(
+        spec,
+        text.windows(corpus.train, context, split="train"),
+        text.windows(corpus.val, context, limit, split="val") if corpus.val is not None else None,
+        text.windows(corpus.test, context, limit, split="test"),
+    )
+
+
+def prepare_data(cfg: DataConfig, seed: int = 0, model: ModelConfig | None = None) -> DataSpec:
+    """Driver-side check and cache warm-up; raises ConfigError naming data.root,
+    data.val_fraction, or (text) model.context / model.vocab."""
+    return load_data(cfg, seed, model).spec

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from agd_ray.models.fcn import FCN
+from agd_ray.models.gpt import GPT, GPTConfig
 from agd_ray.models.resnet import imagenet_resnet50, preact_resnet18, preact_resnet50
 from agd_ray.models.vgg import VGG
 
@@ -15,13 +16,21 @@ if TYPE_CHECKING:
     from agd_ray.config import ModelConfig
     from agd_ray.data import DataSpec
 
-ARCHS = ("fcn", "vgg16", "resnet18", "resnet50")
+ARCHS = ("fcn", "vgg16", "resnet18", "resnet50", "gpt")
 
-__all__ = ["ARCHS", "FCN", "VGG", "build_model", "count_params"]
+__all__ = ["ARCHS", "FCN", "GPT", "VGG", "GPTConfig", "build_model", "count_params"]
 
 
 def build_model(cfg: ModelConfig, spec: DataSpec) -> nn.Module:
-    """FCN / VGG-16 / pre-activation ResNet-18/50 (32x32), torchvision ResNet-50 (ImageNet)."""
+    """FCN / VGG-16 / pre-activation ResNet-18/50 (32x32), torchvision ResNet-50
+    (ImageNet), GPT (text: ``spec.num_classes`` is the vocabulary)."""
+    if cfg.arch == "gpt":
+        if spec.context is None:
+            raise ValueError(f"model.arch gpt needs text data, got {spec.name}")
+        vocab = cfg.vocab or spec.num_classes
+        return GPT(GPTConfig(cfg.depth, cfg.width, cfg.heads, cfg.context, vocab, cfg.bias))
+    if spec.context is not None:
+        raise ValueError(f"model.arch {cfg.arch} is an image model; {spec.name} is text")
     if cfg.arch == "fcn":
         return FCN(cfg.depth, cfg.width, math.prod(spec.input_shape), spec.num_classes, cfg.bias)
     if len(spec.input_shape) != 3:

@@ -30,6 +30,22 @@ the constant input 1, so the layer's output moves by eta/L in RMS, as for W_k) a
 s_e = 1 for a gain (a diagonal n x n matrix). Without extras this is the paper's
 rule exactly.
 
+Transformers (``model.arch: gpt``; the derivation: docs/agd_transformers.md). The
+rule is unchanged; what the architecture decides is which tensors are W_k and
+their shapes, all read from the fx trace like the image models':
+
+- the token embedding is a (width x vocab) W_k acting on the one-hot token scaled
+  to RMS 1 (sqrt(vocab) e_i): s = sqrt(width/vocab);
+- W_Q, W_K, W_V, W_O are four (width x width) matrices, s = 1, each treated whole
+  (heads are row blocks of W_Q, W_K, W_V reading the same input, and column blocks
+  of W_O reading the concatenated heads: one matrix on one input, unlike a kernel's
+  sub-matrices, which read shifted inputs);
+- the MLP's W_1 (4 width x width, s = 2) and W_2 (width x 4 width, s = 1/2);
+- the unembedding (vocab x width): s = sqrt(vocab/width);
+- L = 2 + 6 * blocks: every matrix counts, the residual stream adds no depth (as
+  for the paper's ResNets); LayerNorm gains (shifts) are extras of the layer that
+  reads the norm (W_V, W_1, the unembedding) with s_e = 1 (sqrt(n)).
+
 ``agd_update`` below is this rule, plainly; ``AGD.step`` is its fast path (tested
 equal): no per-parameter state, two reads of the gradients (one foreach pass for the
 norms, one fused multiply-add), no host sync (``opt.eta``, ``opt.G``: 0-dim tensors

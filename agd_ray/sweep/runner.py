@@ -131,14 +131,28 @@ def run_sweep(
     The sweep's home is held by this driver alone while it runs (``HomeLock``)."""
     specs = expand(cfg)  # validates every trial's config before anything starts
     grid_key = _grid_key_namer(cfg)
-    for data in dict.fromkeys(s.config.data for s in specs):  # each dataset once
+    fingerprints = {}
+    for data, model in _datasets(specs):  # each dataset once
         try:
-            prepare_data(data)
+            spec = prepare_data(data, model=model)
         except ConfigError as err:  # e.g. a swept data.root that does not exist
             raise ConfigError(grid_key(err.key), err.problem) from None
+        if spec.fingerprint:
+            fingerprints[spec.name] = spec.fingerprint
     paths = run_paths(cfg, out)
     with HomeLock(paths.home):
-        return _run(cfg, specs, paths, resume, echo, verbose)
+        return _run(cfg, specs, paths, resume, echo, verbose, fingerprints)
+
+
+def _datasets(specs: list[TrialSpec]) -> list[tuple]:
+    """Each distinct (data, model) pair that prepares a dataset differently: text is
+    cut to the model's context and checked against its vocabulary."""
+    pairs = {}
+    for s in specs:
+        data, model = s.config.data, s.config.model
+        key = (data, model.context, model.vocab) if data.is_text else (data,)
+        pairs.setdefault(key, (data, model))
+    return list(pairs.values())
 
 
 def _run(
@@ -148,6 +162,7 @@ def _run(
     resume: bool,
     echo: Callable,
     verbose: bool,
+    fingerprints: dict[str, str],
 ) -> SweepResult:
     store = OutcomeStore(paths.outcomes)
     stored = store.all()
@@ -166,7 +181,7 @@ def _run(
         ensure_ray(verbose)
         check_resources([s.config for s in todo], grid_key, trials=True)
     home.write_bytes(CONFIG_FILE, dump_config(cfg).encode())  # --resume from the home alone
-    prov = provenance(cfg)
+    prov = provenance(cfg, fingerprints)
     save_results([(s, stored.get(s.trial_id)) for s in specs], paths, prov)
     if not todo:
         echo(f"all {len(specs)} trials of {cfg.name} are finished; nothing to run")

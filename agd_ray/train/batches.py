@@ -28,13 +28,18 @@ class GlobalBatchSampler:
 
     Used as a DataLoader ``batch_sampler``; call ``set_epoch`` before each epoch.
     The last incomplete global batch is dropped (unless the dataset is smaller
-    than one batch, in which case the whole dataset is one batch).
+    than one batch, in which case the whole dataset is one batch). With
+    ``per_epoch``, an epoch is that many samples, drawn afresh from the permutation.
     """
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
+    def __init__(
+        self, n: int, batch_size: int, rank: int, world: int, seed: int, per_epoch: int | None = None
+    ):
         if batch_size % world:
             raise ValueError(f"batch size {batch_size} is not divisible by {world} workers")
         self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.limit = per_epoch
+        self.per_epoch = min(n, per_epoch or n)  # samples drawn per epoch (text: sequences)
         self.epoch = 0
 
     def set_epoch(self, epoch: int, batch_size: int | None = None) -> None:
@@ -48,16 +53,23 @@ class GlobalBatchSampler:
             self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return max(1, self.n // self.batch_size)
+        return max(1, self.per_epoch // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(self.n, generator=g)
-        size = min(self.batch_size, self.n - self.n % self.world)
+        size = min(self.batch_size, self.per_epoch - self.per_epoch % self.world)
         local = size // self.world
         for i in range(len(self)):
             batch = perm[i * size : (i + 1) * size]
             yield batch[self.rank * local : (self.rank + 1) * local].tolist()
+
+
+def inputs_and_targets(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of a Ray Data batch: images (normalised here) and labels, or token windows."""
+    if "image" in batch:
+        return normalise(batch["image"]), batch["label"]
+    return batch["x"], batch["y"]
 
 
 def shard_indices(n: int, rank: int, world: int) -> range:
@@ -72,15 +84,19 @@ def train_batches(
     """(x, y) batches for one epoch. In-memory tensors are indexed directly (no
     per-sample collate); Ray Data shards stream (Ray splits them over the workers);
     other datasets go through a DataLoader."""
-    if hasattr(dataset, "iter_torch_batches"):  # a Ray Data shard (imagenet)
+    if hasattr(dataset, "iter_torch_batches"):  # a Ray Data shard (imagenet, tokens)
         local = sampler.batch_size // sampler.world
-        for batch in dataset.iter_torch_batches(
+        steps = -(-sampler.limit // sampler.batch_size) if sampler.limit else None
+        batches = dataset.iter_torch_batches(
             batch_size=local,
             local_shuffle_buffer_size=4 * local,
             local_shuffle_seed=sampler.seed * 1_000_003 + sampler.epoch,
             device=device,
-        ):
-            yield normalise(batch["image"]), batch["label"]
+        )
+        for step, batch in enumerate(batches):
+            if step == steps:  # an epoch of per_epoch samples: every rank stops alike
+                break
+            yield inputs_and_targets(batch)
         return
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
@@ -103,7 +119,7 @@ def eval_batches(
     """This worker's share of ``dataset`` in order, for evaluation."""
     if hasattr(dataset, "iter_torch_batches"):  # Ray Data has split it already
         for batch in dataset.iter_torch_batches(batch_size=batch_size, device=device):
-            yield normalise(batch["image"]), batch["label"]
+            yield inputs_and_targets(batch)
         return
     shard = shard_indices(len(dataset), rank, world)
     if isinstance(dataset, TensorDataset):

@@ -30,11 +30,11 @@ def evaluate(
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         out = net(x)
-        sums[0] += parts.criterion(out, y) * len(y)
-        sums[1] += (out.argmax(1) == y).sum()
+        sums[0] += parts.criterion(out, y) * y.numel()  # per prediction (language: token)
+        sums[1] += (out.argmax(-1) == y).sum()
         if num_classes >= 5:
-            sums[2] += (out.topk(5, dim=1).indices == y[:, None]).any(1).sum()
-        sums[3] += len(y)
+            sums[2] += (out.topk(5, dim=-1).indices == y[..., None]).any(-1).sum()
+        sums[3] += y.numel()
     loss, correct, correct5, n = all_reduce_sum(sums).tolist()
     if n == 0:  # Ray Data's equal split gives no rows to anyone from a split < world
         warnings.warn(f"the {split} split reached no worker: no {split} metrics", stacklevel=2)

@@ -76,7 +76,7 @@ def run_training(
     """
     rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.train.seed)
-    splits = load_data(cfg.data, cfg.train.seed)
+    splits = load_data(cfg.data, cfg.train.seed, cfg.model)
     train_data, val_data, test_data = splits.train, splits.val, splits.test
     if splits.streaming:  # Ray Data shards, each epoch's first batch timed
 
@@ -103,7 +103,11 @@ def run_training(
     state = checkpointer.load()
 
     n_train = len(splits.train) if not splits.streaming else cfg.train.batch_size
-    sampler = GlobalBatchSampler(n_train, cfg.train.batch_size, rank, world, seed=cfg.train.seed)
+    per_epoch = cfg.data.num_samples if cfg.data.is_text else None  # sequences per epoch
+    sampler = GlobalBatchSampler(
+        n_train, cfg.train.batch_size, rank, world, seed=cfg.train.seed, per_epoch=per_epoch
+    )
+    context = splits.spec.context  # text: tokens per sequence
     last_checkpoint = time.perf_counter()
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
@@ -132,6 +136,11 @@ def run_training(
             "wall_s": state.wall_s,
             "samples_per_s": samples / train_s,
         }
+        if context is not None:  # a language model: tokens seen, and bits per token
+            row.update(tokens=state.samples * context, tokens_per_s=samples * context / train_s)
+            for split in ("val", "test"):
+                loss = row.get(f"{split}_loss")
+                row[f"{split}_bits"] = None if loss is None else loss / math.log(2)
         state.history.append(row)
         state.epoch = epoch + 1
         finite = row["diverged_step"] is None and all(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from agd_ray.config import ExperimentConfig
+from agd_ray.data import ray_datasets, streams
 
 
 def _quiet_train_reports() -> None:
@@ -74,10 +75,8 @@ def tune_session(cfg: ExperimentConfig) -> Session:
     logging.getLogger(tune_storage.__name__).setLevel(logging.WARNING)
     device = torch.device("cuda" if cfg.scaling.use_gpu and torch.cuda.is_available() else "cpu")
     datasets = None
-    if cfg.data.name == "imagenet":
-        from agd_ray.data.imagenet import build_datasets
-
-        datasets = build_datasets(cfg.data, cfg.train.seed)
+    if streams(cfg.data):
+        datasets = ray_datasets(cfg.data, cfg.train.seed, cfg.model.context)
     return Session(
         rank=0,
         world=1,

@@ -29,9 +29,14 @@ from agd_ray.train.wandb_logger import WandbLogger
 
 
 def loss_fn(kind: str, num_classes: int):
-    """Square loss against one-hot targets scaled by sqrt(num_classes), or cross-entropy."""
+    """Square loss against one-hot targets scaled by sqrt(num_classes), or cross-entropy
+    (for a language model's (batch, T, vocab) logits: the mean over every token)."""
     if kind == "xent":
-        return F.cross_entropy
+
+        def cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+        return cross_entropy
     target_scale = math.sqrt(num_classes)
 
     def square_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -144,9 +149,11 @@ def train_epoch(
     row's ``diverged_step`` is then the global step at which it was first seen."""
     parts.model.train()
     device = parts.device
+    # per prediction: a sample's, or (language models) a token's
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
+    samples = 0
     never = torch.iinfo(torch.int64).max
     first_bad = torch.full((), never, device=device, dtype=torch.int64)  # global step
     etas: list[torch.Tensor] = []
@@ -158,9 +165,10 @@ def train_epoch(
         loss, out = train_step(parts, x, y, measure)
         steps += 1
         first_bad = torch.where(torch.isfinite(loss), first_bad, first_bad.clamp_max(step0 + steps))
-        loss_sum += loss * len(y)
-        correct += (out.argmax(1) == y).sum()
-        count += len(y)
+        loss_sum += loss * y.numel()
+        correct += (out.argmax(-1) == y).sum()
+        count += y.numel()
+        samples += len(y)
         if has_eta:
             etas.append(parts.optimizer.eta.clone())  # step() overwrites it in place
         if parts.logger.active and (step0 + steps) % parts.logger.every == 0:
@@ -175,7 +183,8 @@ def train_epoch(
     ).all()
     first_bad = torch.where(weights_finite, first_bad, first_bad.clamp_max(step0 + steps))
     first_bad = first_on_any_rank(first_bad)
-    totals = all_reduce_sum(torch.stack([loss_sum, correct, count])).tolist()
+    n_samples = torch.tensor(float(samples), device=device, dtype=torch.float64)
+    totals = all_reduce_sum(torch.stack([loss_sum, correct, count, n_samples])).tolist()
     row: dict[str, Any] = {
         "train_loss": totals[0] / totals[2] if totals[2] else float("nan"),
         "train_acc": totals[1] / totals[2] if totals[2] else float("nan"),
@@ -187,4 +196,4 @@ def train_epoch(
     else:
         row.update(eta_mean=None, eta_min=None, eta_max=None)
     row["noise_scale"] = parts.noise.value() if parts.noise is not None else None
-    return row, steps, int(totals[2])
+    return row, steps, int(totals[3])

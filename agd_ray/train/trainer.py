@@ -53,9 +53,9 @@ def make_trainer(
     s = cfg.scaling
     datasets = None
     if streams(cfg.data):  # streamed to the workers by Ray Data
-        from agd_ray.data.imagenet import build_datasets
+        from agd_ray.data import ray_datasets
 
-        datasets = build_datasets(cfg.data, cfg.train.seed)
+        datasets = ray_datasets(cfg.data, cfg.train.seed, cfg.model.context)
         if os.environ.get("RAY_DATA_DISABLE_PROGRESS_BARS") == "1":  # not --verbose
             quiet_data()  # its INFO lines too (Ray Data was imported just now)
     per_worker = {"CPU": s.worker_cpus(streaming=datasets is not None)}
@@ -95,6 +95,13 @@ class EpochQueueCallback(UserCallback):
 def format_epoch(m: dict[str, Any], epochs: int) -> str:
     eta = f"  eta {m['eta_mean']:.4f}" if m.get("eta_mean") is not None else ""
     val = f"  val_loss {m['val_loss']:.4f}" if m.get("val_loss") is not None else ""
+    if m.get("tokens") is not None:  # a language model: bits per token, tokens/s
+        bits = f"  val_bits {m['val_bits']:.3f}" if m.get("val_bits") is not None else ""
+        return (
+            f"epoch {m['epoch'] + 1:>3}/{epochs}  train_loss {m['train_loss']:.4f}"
+            f"{val}{bits}  test_loss {m['test_loss']:.4f}{eta}"
+            f"  {m['tokens']:,} tokens  {m['tokens_per_s']:,.0f} tokens/s  {m['wall_s']:.1f}s"
+        )
     return (
         f"epoch {m['epoch'] + 1:>3}/{epochs}  train_loss {m['train_loss']:.4f}"
         f"  train_acc {m['train_acc']:.3f}{val}  test_loss {m['test_loss']:.4f}"
@@ -116,7 +123,7 @@ def run_train(
     the config's hash: ``resume`` continues it from its last checkpoint, and without
     it a run that exists already is refused. ``verbose`` shows Ray's own output too
     (see ``agd_ray.ray_setup``)."""
-    spec = prepare_data(cfg.data)  # refuses a missing data.root before Ray starts
+    spec = prepare_data(cfg.data, model=cfg.model)  # a missing data.root: before Ray starts
     paths = run_paths(cfg, out)
     run_name = f"train-{config_hash(cfg)[:8]}"
     with HomeLock(paths.home):
@@ -139,7 +146,8 @@ def run_train(
         check_resources([cfg])  # fail now rather than wait forever for them
         Storage(paths.home).write_bytes(CONFIG_FILE, dump_config(cfg).encode())
         outcome = _fit(cfg, paths, run_name, echo)
-        save_results([(single_trial(cfg), outcome)], paths, provenance(cfg))
+        prov = provenance(cfg, {spec.name: spec.fingerprint} if spec.fingerprint else None)
+        save_results([(single_trial(cfg), outcome)], paths, prov)
     return outcome
 
 
