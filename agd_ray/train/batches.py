@@ -33,7 +33,13 @@ class GlobalBatchSampler:
     """
 
     def __init__(
-        self, n: int, batch_size: int, rank: int, world: int, seed: int, per_epoch: int | None = None
+        self,
+        n: int,
+        batch_size: int,
+        rank: int,
+        world: int,
+        seed: int,
+        per_epoch: int | None = None,
     ):
         if batch_size % world:
             raise ValueError(f"batch size {batch_size} is not divisible by {world} workers")
