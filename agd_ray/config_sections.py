@@ -37,24 +37,21 @@ class Section(BaseModel):
         return getattr(self, key)
 
 
+Dataset = Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet", "pysrc", "tokens"]
+
+
 class DataConfig(Section):
-    name: Literal["mnist1d", "mnist", "cifar10", "cifar100", "imagenet", "pysrc", "tokens"] = (
-        "mnist1d"
-    )
-    """Images: mnist1d (generated, the default), mnist, cifar10, cifar100, imagenet.
-    Text (for ``model.arch: gpt``): pysrc (the Python standard library's source as
-    bytes, built locally) or tokens (pre-tokenized shards in ``root``)."""
+    name: Dataset = "mnist1d"
+    """Images: mnist1d (generated), mnist, cifar10, cifar100, imagenet. Text (model.arch
+    gpt): pysrc (this Python's stdlib source as bytes) or tokens (shards in root)."""
     num_samples: PositiveInt | None = None
-    """mnist1d: samples generated (default 10000; 80 % train, 20 % test). Text:
-    training sequences per epoch, drawn afresh each epoch (default: every window of
-    the train split once)."""
+    """mnist1d: samples generated (default 10000; 80/20 train/test). Text: training
+    sequences per epoch, drawn afresh (default: every window of the train split)."""
     root: str | None = None
-    """mnist/cifar10/cifar100: torchvision's layout; imagenet: Parquet shards; tokens:
-    nanoGPT's train.bin/val.bin[/test.bin] or train/ val/ test/ Parquet shards
-    (``agd-ray data prepare-text``)."""
+    """mnist/cifar*: torchvision's layout; imagenet: Parquet shards; tokens: nanoGPT's
+    train.bin/val.bin[/test.bin] or Parquet shards (``agd-ray data prepare-text``)."""
     eval_sequences: PositiveInt | None = 512
-    """Text: validation and test windows scored each epoch, evenly spaced over each
-    split (null: all of them)."""
+    """Text: val/test windows scored each epoch, evenly spaced (null: all)."""
     download: bool = False
     """Let torchvision download into ``root`` (needs network access)."""
     cache_dir: str | None = None
@@ -64,16 +61,13 @@ class DataConfig(Section):
     image_size: PositiveInt = 224
     """imagenet: side of the training crops and validation centre crops."""
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    """Share of the training data held out as a validation split, drawn from
-    ``train.seed`` (imagenet: that share of the training shards). Baselines' best of
-    grid is chosen on it; test metrics are what is reported. 0: no validation split.
-    Text corpora come with their own validation split (split by file)."""
-
-    TEXT: ClassVar[tuple[str, ...]] = ("pysrc", "tokens")
+    """Share of the training data held out for validation, drawn from ``train.seed``
+    (imagenet: of its shards; text corpora have their own, by file). Baselines are
+    tuned on it; the test split is what is reported. 0: no validation split."""
 
     @property
     def is_text(self) -> bool:
-        return self.name in self.TEXT
+        return self.name in ("pysrc", "tokens")
 
     @model_validator(mode="after")
     def _defaults(self) -> DataConfig:
@@ -85,21 +79,16 @@ class DataConfig(Section):
 class ModelConfig(Section):
     arch: Literal["fcn", "vgg16", "resnet18", "resnet50", "gpt"] = "fcn"
     depth: PositiveInt | None = None
-    """fcn: number of weight layers (default 4); gpt: transformer blocks (default 4).
-    Fixed by the arch for vgg16/resnet*."""
+    """fcn: weight layers; gpt: blocks (default 4). Fixed by vgg16/resnet*."""
     width: PositiveInt | None = None
-    """fcn: hidden units (default 256); conv archs: base channel count (default 64);
-    gpt: d_model (default 128)."""
+    """fcn: hidden units (default 256); conv: base channels (64); gpt: d_model (128)."""
     bias: bool = False
     """Linear/conv biases and BatchNorm/LayerNorm shifts (the paper has none)."""
     heads: PositiveInt | None = None
-    """gpt: attention heads (default width // 64, at least 1); must divide width."""
     context: PositiveInt | None = None
-    """gpt: tokens per sequence (default 128)."""
     vocab: PositiveInt | None = None
-    """gpt: vocabulary size (default: the data's; token ids must be below it)."""
-
-    GPT_ONLY: ClassVar[tuple[str, ...]] = ("heads", "context", "vocab")
+    """gpt only: attention heads (default width // 64: heads of width 64), tokens per
+    sequence (default 128), vocabulary (default: the data's; ids must be below it)."""
 
     @model_validator(mode="after")
     def _arch_defaults(self) -> ModelConfig:
@@ -110,14 +99,17 @@ class ModelConfig(Section):
         default_width = {"fcn": 256, "gpt": 128}.get(self.arch, 64)
         object.__setattr__(self, "width", self.width or default_width)
         if self.arch != "gpt":
-            for key in self.GPT_ONLY:
+            for key in ("heads", "context", "vocab"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key}: only model.arch gpt has {key} (got {self.arch})")
             return self
         object.__setattr__(self, "heads", self.heads or max(1, self.width // 64))
         object.__setattr__(self, "context", self.context or 128)
-        if self.width % self.heads:
-            raise ValueError(f"heads: {self.heads} heads do not divide width {self.width}")
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise ValueError(
+                f"heads: {self.heads} heads do not divide width {self.width} into heads of an "
+                "even width (rotary position embeddings turn pairs of features)"
+            )
         return self
 
 
@@ -138,9 +130,8 @@ class OptimizerConfig(Section):
     beta3: float = Field(default=0.9, ge=0.0, lt=1.0)
     """curvature: moving-average factor of the curvature estimate."""
     lr: PositiveFloat | None = None
-    """The learning rate of optimizers that have one (default per optimizer: adam
-    1e-3, muon 0.02, prodigy 1.0 (a multiplier of its estimate), schedulefree_adamw
-    2.5e-3; sgd needs one)."""
+    """Learning rate (defaults: adam 1e-3, muon 0.02, prodigy 1.0 (a multiplier of its
+    estimate), schedulefree_adamw 2.5e-3; sgd needs one)."""
     adamw_lr: PositiveFloat = 3e-4
     """muon: AdamW's learning rate for the parameters Muon does not take (the first
     and last layers, biases, gains, conv kernels)."""
@@ -204,6 +195,8 @@ class TrainConfig(Section):
     loss: Literal["mse", "xent"] = "mse"
     """mse: square loss against one-hot targets * sqrt(num_classes); xent: cross-entropy."""
     seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: forward and loss under bf16 autocast (weights, grads, steps stay fp32)."""
     eval_batch_size: PositiveInt = 1024
     checkpoint_every: PositiveInt = 1
     """Epochs between checkpoints (the last epoch is always checkpointed)."""
@@ -234,25 +227,21 @@ class ScalingConfig(Section):
     """Ray Train workers (data parallel); the global batch is split over them."""
     use_gpu: bool = False
     cpus_per_worker: PositiveFloat | None = None
-    """CPUs each worker reserves (fractions allowed). Default 1; 0.5 when the data
-    stream through Ray Data (imagenet), whose read and decode tasks need a whole CPU
-    each that the workers leave free: a run that leaves none is refused. Fractional
-    CPUs still give each worker at least one torch thread (OMP_NUM_THREADS)."""
+    """CPUs each worker reserves (fractions allowed; each still gets a torch thread).
+    Default 1; 0.5 when data stream through Ray Data (imagenet, Parquet tokens), whose
+    tasks need whole CPUs that the workers leave free: a run leaving none is refused."""
     gpus_per_worker: PositiveFloat = 1.0
     """GPUs each worker (a one-worker sweep trial: the trial) reserves when use_gpu: a
     fraction shares a GPU (0.25: four on one GPU), or a whole number."""
     driver_resources: dict[str, PositiveFloat] | None = None
-    """Custom Ray resources that each sweep trial's driver also asks for, e.g.
-    ``{head: 0.01}`` with the head started by ``ray start --resources='{"head": 1}'``:
-    trial drivers then stay on the head, off nodes that may be preempted (spot
-    instances). The driver of a one-worker trial is its worker."""
+    """Custom Ray resources each sweep trial's driver also asks for, e.g. ``{head:
+    0.01}`` with ``ray start --resources='{"head": 1}'`` on the head: drivers stay off
+    preemptible (spot) nodes. A one-worker trial's driver is its worker."""
     first_batch_timeout_s: PositiveFloat | None = 600.0
-    """Ray Data runs: stop with an error saying what the pipeline waits for when a
-    split's first batch of an epoch has not come after this long (null: wait on)."""
+    """Ray Data: fail (saying what it waits for) when an epoch's first batch is late."""
     storage_path: str | None = None
-    """Where a run's results live for good: ``<storage_path>/<name>`` holds the Parquet
-    files, config.yaml, the report, offline W&B runs, checkpoints and outcomes (OUT is
-    then a cache). A folder, or s3:// / gs:// on clusters (``agd_ray.storage``)."""
+    """A folder, s3:// or gs://; ``<storage_path>/<name>`` holds results, config, report,
+    W&B runs, checkpoints, outcomes (OUT is a cache)."""
     max_failures: int = Field(default=0, ge=-1)
     """Train restarts a multi-worker trial's lost worker group this many times."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from agd_ray import cli
 from agd_ray.config import ConfigError
-from agd_ray.data import text
+from agd_ray.data import text, text_stream
 from agd_ray.data.text import (
     SPLITS,
     load_pysrc,
@@ -136,9 +136,11 @@ def test_bytes_bins_and_parquet_round_trip(tmp_path, capsys):
 
     pq_meta = prepare_text(str(src), str(tmp_path / "pq"), format="parquet", chunk=64)
     assert pq_meta["fingerprint"] == meta["fingerprint"]  # the same tokens
-    assert text.has_parquet_shards(str(tmp_path / "pq"))
-    assert not text.has_parquet_shards(str(tmp_path / "bin"))
-    assert text.parquet_meta(str(tmp_path / "pq"))["tokens"] == meta["tokens"]
+    assert text_stream.has_parquet_shards(str(tmp_path / "pq"))
+    assert not text_stream.has_parquet_shards(str(tmp_path / "bin"))
+    assert not text_stream.has_parquet_shards(None)
+    assert not text_stream.has_parquet_shards(str(tmp_path / "x"))
+    assert text_stream.parquet_meta(str(tmp_path / "pq"))["tokens"] == meta["tokens"]
     for split in SPLITS:
         shards = sorted((tmp_path / "pq" / split).glob("*.parquet"))
         rows = [r for f in shards for r in pq.ParquetFile(f).read().column("ids").to_pylist()]
@@ -219,10 +221,15 @@ def test_bad_bins_are_refused_in_one_line(tmp_path):
         "(set model.vocab to override)"
     )
     assert error(str(tmp_path)).startswith(f"{tmp_path / 'train.bin'}: missing")
+    (tmp_path / "empty" / "meta.json").write_text("{")
+    assert error(str(tmp_path / "empty")).startswith(
+        f"{tmp_path / 'empty' / 'meta.json'}: not JSON"
+    )
+    (tmp_path / "empty" / "meta.json").unlink()
     with pytest.raises(ConfigError, match=r"^data.root: .*: no meta.json \(run agd-ray"):
-        text.parquet_meta(str(tmp_path / "empty"))
+        text_stream.parquet_meta(str(tmp_path / "empty"))
     with pytest.raises(ConfigError, match=r"meta.json: needs vocab_size \(int\) and tokens"):
-        text.parquet_meta(str(root))
+        text_stream.parquet_meta(str(root))
 
 
 def test_bad_prepare_input_is_refused(tmp_path, capsys):
@@ -242,7 +249,10 @@ def test_bad_prepare_input_is_refused(tmp_path, capsys):
         prepare_text(str(src), str(tmp_path / "o"), tokenizer="bpe", vocab_size=70000)
     assert not (tmp_path / "o").exists()  # refused before anything was written
     # the command: a summary line, or one error line and status 2
-    assert cli.main(["data", "prepare-text", str(src), str(tmp_path / "o")]) == 0
+    args = ["--tokenizer", "bpe", "--vocab-size", "300", "--format", "parquet"]
+    assert cli.main(["data", "prepare-text", str(src), str(tmp_path / "o"), *args]) == 0
     assert "tokens train" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert (meta["tokenizer"], meta["format"], meta["unit"]) == ("bpe", "parquet", "token")
     assert cli.main(["data", "prepare-text", str(tmp_path / "none"), str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none'}: no such file or folder\n"

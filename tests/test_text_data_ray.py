@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_text_data import make_texts
 
-from agd_ray.data.text import build_token_datasets, parquet_meta, window_array
+from agd_ray.data.text import window_array
 from agd_ray.data.text_prepare import prepare_text
+from agd_ray.data.text_stream import build_token_datasets, parquet_meta
 
 pytestmark = pytest.mark.ray
 

@@ -2,7 +2,8 @@
 validation split, scored on test), compute-optimal frontiers with the tuning grid's
 compute included, the compute multiplier, and learning-rate transfer across width.
 
-Compute is 6 x params x samples (forward + backward FLOPs of a dense network). A
+Compute is 6 x params x samples (forward + backward FLOPs of a dense network; for
+a language model 6 x params x tokens). A
 tuned baseline's compute at an architecture point is its whole grid's: after each
 epoch, the grid has spent the sum over its runs and knows the lowest validation loss
 among them. AGD's is its one run's.
@@ -71,7 +72,9 @@ def curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
         runs["samples"] = (
             runs["samples_final"] * runs["step"] / runs.groupby("trial_id")["step"].transform("max")
         )
-    runs["compute"] = 6.0 * runs["params"].astype(float) * runs["samples"].astype(float)
+    language = "tokens" in runs and runs["tokens"].notna().any()
+    processed = runs["tokens"] if language else runs["samples"]  # per prediction
+    runs["compute"] = 6.0 * runs["params"].astype(float) * processed.astype(float)
     out = []
     for (optimizer, group), grid in runs.groupby(["optimizer.name", "group"]):
         compute = grid.pivot_table(index="epoch", columns="trial_id", values="compute")
@@ -219,9 +222,28 @@ def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
                 "baseline_test_loss": float(b["test_loss"].mean()),
                 "agd_wins": int((a["test_loss"] < b["test_loss"]).sum()),
                 "compute": compute_multiplier(points, baseline),
+                **_language_terms(a, b),
             }
         )
     return rows
+
+
+def _language_terms(agd: pd.DataFrame, base: pd.DataFrame) -> dict:
+    """For language models: test bits per token of both, and AGD's validation loss
+    relative to the baseline's best at the largest width (the study's goal)."""
+    if "tokens" not in agd or agd["tokens"].isna().all():
+        return {"language": False}
+    out = {
+        "language": True,
+        "agd_test_bits": float(agd["test_bits"].mean()),
+        "baseline_test_bits": float(base["test_bits"].mean()),
+    }
+    if "model.width" in agd and agd["model.width"].notna().any():
+        widest = agd["model.width"] == agd["model.width"].max()
+        ratio = agd.loc[widest, "val_loss"] / base.loc[widest.to_numpy(), "val_loss"].to_numpy()
+        out["widest"] = int(agd["model.width"].max())
+        out["widest_val_gap_pct"] = float(100 * (ratio.mean() - 1))
+    return out
 
 
 def headline_text(row: dict) -> str:
@@ -244,6 +266,23 @@ def headline_text(row: dict) -> str:
         )
     runs = row["grid_runs"]
     grid = f"best of {runs} runs, chosen on {row['selected_by']}" if runs > 1 else "one run"
+    if row.get("language"):
+        gap = ""
+        if row.get("widest") is not None:
+            pct = row["widest_val_gap_pct"]
+            side = "above" if pct > 0 else "below"
+            gap = (
+                f"; at the largest width ({row['widest']}) AGD's validation loss is "
+                f"{abs(pct):.1f} % {side} the baseline's"
+            )
+        return (
+            f"{row['baseline']} ({grid}, scored on test): test loss "
+            f"{row['baseline_test_loss']:.4g} nats per token ({row['baseline_test_bits']:.3g} "
+            f"bits) against AGD's {row['agd_test_loss']:.4g} ({row['agd_test_bits']:.3g} bits) "
+            f"(means over {row['architectures']} architectures x {row['seeds']} "
+            f"seed{'s' if row['seeds'] > 1 else ''}; AGD's lower in {row['agd_wins']} of "
+            f"{row['groups']}){gap}; {cost}."
+        )
     return (
         f"{row['baseline']} ({grid}, scored on test): test accuracy "
         f"{100 * row['baseline_test_acc']:.1f} % against AGD's "

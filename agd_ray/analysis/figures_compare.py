@@ -29,9 +29,8 @@ def agd_vs_baselines(r) -> None:
     if not baselines or AGD not in set(r.best["optimizer.name"]):
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
-    for ax, metric, name in zip(
-        axes, ("test_acc", "test_loss"), ("test accuracy", "test loss"), strict=True
-    ):
+    acc = "next-token test accuracy" if r.language else "test accuracy"
+    for ax, metric, name in zip(axes, ("test_acc", "test_loss"), (acc, "test loss"), strict=True):
         agd = _per_arch(r.best, AGD, metric)
         values = list(agd["mean"])
         for i, baseline in enumerate(baselines):
@@ -109,7 +108,8 @@ def compute_frontier(r) -> None:
     log_ticks(ax.xaxis)
     log_ticks(ax.yaxis)
     metric = r.points.attrs.get("metric", "val_loss").replace("_", " ")
-    ax.set_xlabel("compute, 6 x params x samples (FLOPs)")
+    unit = "tokens" if r.language else "samples"
+    ax.set_xlabel(f"compute, 6 x params x {unit} (FLOPs)")
     ax.set_ylabel(metric)
     ax.set_title(f"compute-optimal frontier: lowest {metric} for the compute spent", fontsize=10)
     ax.legend(fontsize=7)

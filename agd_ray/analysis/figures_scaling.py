@@ -122,29 +122,33 @@ def heatmaps(r) -> None:
         return
     settings = list(by_setting(agd, held_fixed(agd, ("model.depth", "model.width"))))
     fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 4), squeeze=False)
+    # accuracy in %, or (language models) test bits per token, lower is better
+    metric, what = ("test_bits", "test bits per token") if r.language else ("test_acc", "")
+    values = agd[metric].dropna()
     for ax, (name, _, part) in zip(axes[0], settings, strict=True):
-        grid = part.pivot_table(index="model.depth", columns="model.width", values="test_acc")
-        ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        grid = part.pivot_table(index="model.depth", columns="model.width", values=metric)
+        if r.language:  # the colour scale spans the study's values; darker is better
+            lo, hi = values.min(), values.max()
+            ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
+            labels = [f"{v:.3f}" for v in grid.values.ravel()]
+            light = [v < (lo + hi) / 2 for v in grid.values.ravel()]
+        else:
+            ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+            labels = [f"{100 * v:.1f}%" for v in grid.values.ravel()]
+            light = [v < 0.6 for v in grid.values.ravel()]
         ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
         ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
         ax.set_xlabel("width")
         ax.set_ylabel("depth")
-        ax.set_title(f"AGD test accuracy ({name or 'all'})", fontsize=10)
-        for (i, j), v in np.ndenumerate(grid.values):
-            ax.text(
-                j,
-                i,
-                f"{100 * v:.1f}%",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="w" if v < 0.6 else "k",
-            )
+        ax.set_title(f"AGD {what or 'test accuracy'} ({name or 'all'})", fontsize=10)
+        for k, ((i, j), _) in enumerate(np.ndenumerate(grid.values)):
+            colour = "w" if light[k] else "k"
+            ax.text(j, i, labels[k], ha="center", va="center", fontsize=8, color=colour)
     r.save(
         fig,
         "heatmap_depth_width.png",
-        "AGD's test accuracy over depth x width (mean over seeds), one panel per setting "
-        "of the other swept keys; the numbers are in the cells.",
+        f"AGD's {what or 'test accuracy'} over depth x width (mean over seeds), one panel per "
+        "setting of the other swept keys; the numbers are in the cells.",
     )
 
 

@@ -74,8 +74,14 @@ def headline_section(report) -> list[str]:
                 h["baseline"],
                 h["groups"],
                 h["grid_runs"],
-                f"{100 * h['agd_test_acc']:.1f} %",
-                f"{100 * h['baseline_test_acc']:.1f} %",
+                *(
+                    (f"{h['agd_test_bits']:.3f}", f"{h['baseline_test_bits']:.3f}")
+                    if h.get("language")
+                    else (
+                        f"{100 * h['agd_test_acc']:.1f} %",
+                        f"{100 * h['baseline_test_acc']:.1f} %",
+                    )
+                ),
                 _num(h["agd_test_loss"]),
                 _num(h["baseline_test_loss"]),
                 f"{h['agd_wins']} / {h['groups']}",
@@ -86,8 +92,11 @@ def headline_section(report) -> list[str]:
         "baseline",
         "settings",
         "grid runs",
-        "AGD test acc",
-        "baseline test acc",
+        *(
+            ("AGD test bits/token", "baseline test bits/token")
+            if any(h.get("language") for h in report.headline)
+            else ("AGD test acc", "baseline test acc")
+        ),
         "AGD test loss",
         "baseline test loss",
         "AGD lower loss",

@@ -64,6 +64,8 @@ class Report:
         self.best = compare.best_of_grid(self.trials)
         self.points = compare.curves(self.trials, self.epochs)
         self.headline = compare.headline(self.best, self.points) if not self.best.empty else []
+        # a language model's sweep: accuracy is next-token accuracy, compute counts tokens
+        self.language = "tokens" in self.trials and self.trials["tokens"].notna().any()
         self.figures: list[tuple[str, str]] = []  # (file, caption)
         self.tick_problems: list[str] = []
         self.fits: dict = {}

@@ -58,7 +58,7 @@ def streams(cfg: DataConfig) -> bool:
     its read and decode tasks then need CPUs that the Train workers leave free
     (``scaling.cpus_per_worker``)."""
     if cfg.name == "tokens" and cfg.root is not None:
-        from agd_ray.data.text import has_parquet_shards
+        from agd_ray.data.text_stream import has_parquet_shards
 
         return has_parquet_shards(cfg.root)
     return cfg.name == "imagenet"
@@ -67,7 +67,7 @@ def streams(cfg: DataConfig) -> bool:
 def ray_datasets(cfg: DataConfig, seed: int, context: int | None) -> dict:
     """The Ray Datasets of a streaming dataset ({"train", "val", "test"})."""
     if cfg.name == "tokens":
-        from agd_ray.data.text import build_token_datasets
+        from agd_ray.data.text_stream import build_token_datasets
 
         return build_token_datasets(cfg.root, context, cfg.eval_sequences, seed)
     from agd_ray.data.imagenet import build_datasets
@@ -130,11 +130,11 @@ def load_text(cfg: DataConfig, context: int | None, vocab: int | None = None) ->
     ``data.eval_sequences`` of them, evenly spaced), or for Parquet shards only the
     spec (they stream through Ray Data). ``vocab``: the model's, checked against the
     data's ids."""
-    from agd_ray.data import text
+    from agd_ray.data import text, text_stream
 
     context = context or 128
-    if cfg.name == "tokens" and text.has_parquet_shards(cfg.root):
-        meta = text.parquet_meta(cfg.root)
+    if cfg.name == "tokens" and text_stream.has_parquet_shards(cfg.root):
+        meta = text_stream.parquet_meta(cfg.root)
         data_vocab = int(meta["vocab_size"])
         if vocab is not None and data_vocab > vocab:
             raise ConfigError("model.vocab", f"{vocab} is below the data's vocabulary {data_vocab}")

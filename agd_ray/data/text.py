@@ -5,26 +5,24 @@
     train = windows(corpus.train, context=256)
     val = windows(corpus.val, context=256, limit=512, split="val")
 
-    if has_parquet_shards(root):               # large corpora stream through Ray Data
-        vocab = parquet_meta(root)["vocab_size"]
-        datasets = build_token_datasets(root, context=256, eval_sequences=512, seed=0)
+    # large corpora: Parquet shards streamed through Ray Data (``text_stream``)
 
 A window is context + 1 consecutive tokens: x its first ``context``, y its last
-``context`` (y is x shifted by one, the next-token targets). Windows start every
-``context`` tokens, so every token of a split is a target exactly once.
+``context`` (x shifted by one: the next-token targets). Windows start every
+``context`` tokens, so no token is a target twice.
 
-``pysrc`` is the Python standard library's own ``.py`` sources, read as bytes
-(vocab 256): every Python has it, so it needs no download. Its rule is fixed: every
-``*.py`` under ``sysconfig.get_paths()["stdlib"]`` except inside PYSRC_SKIP folders
-(installed packages, and the test suites, whose thousands of near-identical test
-cases would flood the corpus with boilerplate), sorted by POSIX relative path, each
-file sent whole to one split by ``split_of`` (about 90 / 5 / 5 % of the files).
-Files differ between Python versions, so the corpus carries a fingerprint: a
-sha256 over every (path, contents) in order.
+``pysrc`` is the Python standard library's own ``.py`` sources as bytes (vocab 256):
+every Python has them. The rule is fixed: every ``*.py`` under
+``sysconfig.get_paths()["stdlib"]`` outside PYSRC_SKIP folders (installed packages,
+and the test suites, whose thousands of near-identical test cases would flood the
+corpus with boilerplate), by POSIX relative path, each file whole in the split
+``split_of`` gives it (about 90 / 5 / 5 %). Files differ between Python versions:
+the fingerprint, a sha256 over every (path, contents) in order, tells them apart.
 
-Token corpora come from ``agd-ray data prepare-text`` (``agd_ray.data.text_prepare``)
-or nanoGPT's own ``prepare.py``: uint16 ``.bin`` files, memory-mapped, or Parquet
-shards (``{train,val,test}/*.parquet``, column ``ids``) read by Ray Data.
+Token corpora come from ``agd-ray data prepare-text`` (``text_prepare``) or
+nanoGPT's ``prepare.py``: uint16 ``.bin`` files, memory-mapped, or Parquet shards
+(``{train,val,test}/*.parquet``, column ``ids``) streamed by Ray Data
+(``agd_ray.data.text_stream``).
 """
 
 from __future__ import annotations
@@ -140,7 +138,9 @@ def load_token_bins(root: str, vocab: int | None = None) -> TextCorpus:
     Every file is read once to check its ids against the vocab; the fingerprint
     is meta.json's, else a sha256 of the splits' tokens (``token_fingerprint``)."""
     folder = _local_root(root)
-    meta = _read_json(folder / "meta.json") if (folder / "meta.json").exists() else {}
+    meta = {}
+    if (folder / "meta.json").exists():
+        meta = parse_meta(folder / "meta.json", (folder / "meta.json").read_bytes())
     files = {}
     for split in SPLITS:
         path = folder / f"{split}.bin"
@@ -154,12 +154,15 @@ def load_token_bins(root: str, vocab: int | None = None) -> TextCorpus:
         if size % 2:
             raise ConfigError(str(path), f"{size} bytes: not a whole number of uint16 tokens")
         files[split] = (path, np.memmap(path, dtype=np.uint16, mode="r"))
-    source = "model.vocab"
-    if vocab is None:
-        vocab, source = _declared_vocab(folder, meta)
     top = {split: int(ids.max()) for split, (_, ids) in files.items()}
-    if vocab is None:
-        vocab, source = max(top.values()) + 1, ""
+    source = "model.vocab"
+    if vocab is None and "vocab_size" in meta:
+        vocab, source = int(meta["vocab_size"]), "vocab_size of meta.json"
+    elif vocab is None and (folder / "meta.pkl").exists():  # nanoGPT's char-level sets
+        with open(folder / "meta.pkl", "rb") as f:
+            vocab, source = int(pickle.load(f)["vocab_size"]), "vocab_size of meta.pkl"
+    elif vocab is None:
+        vocab = max(top.values()) + 1
     for split, (path, _) in files.items():
         if top[split] >= vocab:
             hint = "" if source == "model.vocab" else " (set model.vocab to override)"
@@ -173,27 +176,14 @@ def load_token_bins(root: str, vocab: int | None = None) -> TextCorpus:
     return TextCorpus("tokens", **splits, vocab=vocab, fingerprint=fingerprint, unit=unit)
 
 
-def _declared_vocab(folder: Path, meta: dict) -> tuple[int | None, str]:
-    if "vocab_size" in meta:
-        return int(meta["vocab_size"]), "vocab_size of meta.json"
-    if (folder / "meta.pkl").exists():  # nanoGPT's character-level datasets
-        with open(folder / "meta.pkl", "rb") as f:
-            return int(pickle.load(f)["vocab_size"]), "vocab_size of meta.pkl"
-    return None, ""
-
-
 def token_fingerprint(splits: dict[str, np.ndarray]) -> str:
     """sha256 over each split's name and the sha256 of its uint16 ids, in order of
     SPLITS: what prepare-text writes to meta.json, whatever the format."""
     h = hashlib.sha256(b"tokens-v1")
     for split in SPLITS:
-        if splits.get(split) is not None:
-            ids = np.asarray(splits[split], dtype="<u2")
-            step = 1 << 26  # 128 MiB at a time: memory-mapped files are not loaded whole
-            d = hashlib.sha256()
-            for start in range(0, len(ids), step):
-                d.update(np.ascontiguousarray(ids[start : start + step]).tobytes())
-            h.update(split.encode() + b"=" + d.digest())
+        if splits.get(split) is not None:  # hashed in place: memory maps are not loaded
+            ids = np.ascontiguousarray(splits[split], dtype="<u2")
+            h.update(split.encode() + b"=" + hashlib.sha256(ids).digest())
     return h.hexdigest()
 
 
@@ -234,120 +224,6 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-# Parquet shards, streamed through Ray Data
-
-
-def has_parquet_shards(root: str) -> bool:
-    """Whether ``root`` (a folder or object-store URI) holds ``train/*.parquet``."""
-    fs, path = _fs_and_path(root)
-    return bool(shard_paths(fs, f"{path}/train"))
-
-
-def parquet_meta(root: str | None) -> dict:
-    """meta.json of Parquet shards (vocab_size, tokens per split...), read on the
-    driver without Ray; a one-line ConfigError naming data.root if it is not there."""
-    if not root:
-        raise ConfigError("data.root", "token shards are read from data.root; set it")
-    fs, path = _fs_and_path(root)
-    try:
-        with fs.open_input_stream(f"{path}/meta.json") as f:
-            meta = json.loads(f.read())
-    except (FileNotFoundError, OSError):
-        raise ConfigError(
-            "data.root", f"{root}: no meta.json (run agd-ray data prepare-text --format parquet)"
-        ) from None
-    except ValueError as err:
-        raise ConfigError(f"{root}/meta.json", f"not JSON ({err})") from None
-    if not (
-        isinstance(meta, dict)
-        and isinstance(meta.get("vocab_size"), int)
-        and isinstance(meta.get("tokens"), dict)
-    ):
-        raise ConfigError(f"{root}/meta.json", "needs vocab_size (int) and tokens ({split: n})")
-    if not shard_paths(fs, f"{path}/train"):
-        raise ConfigError("data.root", f"{root}/train: no Parquet shards")
-    return meta
-
-
-def build_token_datasets(
-    root: str, context: int, eval_sequences: int | None, seed: int
-) -> dict[str, object]:
-    """{"train", "val", "test"} Ray Datasets of int64 windows, columns ``x`` and
-    ``y`` (n, context), for the splits that have shards.
-
-    One read task per shard, fused with ``cut_windows`` (which windows the whole
-    shard: its ids concatenated, the last partial window dropped). Training takes
-    the shards in a new order each epoch, drawn from ``seed``. With
-    ``eval_sequences``, val and test keep that many windows, spread over their
-    shards (every k-th window, k from meta.json's token counts) and in a fixed
-    order, so each evaluation sees the same ones."""
-    from ray.data import FileShuffleConfig
-
-    meta = parquet_meta(root)
-    fs, path = _fs_and_path(root)
-    datasets = {}
-    for split in SPLITS:
-        paths = shard_paths(fs, f"{path}/{split}")
-        if not paths:
-            continue
-        limit = None if split == "train" else eval_sequences
-        stride = 1
-        if limit is not None:
-            stride = max(1, int(meta["tokens"].get(split, 0)) // context // max(1, limit))
-        shuffle = FileShuffleConfig(seed=seed) if split == "train" else None
-        ds = _read_shards(paths, fs, shuffle).map_batches(
-            cut_windows,
-            fn_kwargs={"context": context, "stride": stride},
-            batch_size=None,  # whole read blocks: one shard each, fused with the read
-            batch_format="pyarrow",
-        )
-        if limit is not None:
-            ds = ds.limit(limit)
-            ds.context.execution_options.preserve_order = True  # this dataset's own copy
-        datasets[split] = ds
-    return datasets
-
-
-def cut_windows(batch, context: int, stride: int = 1) -> dict[str, np.ndarray]:
-    """map_batches function: a block's ``ids`` rows, concatenated, cut into windows
-    (every ``stride``-th kept), as ``x`` and ``y``."""
-    import pyarrow.compute as pc
-
-    ids = pc.list_flatten(batch["ids"]).to_numpy()
-    w = window_array(ids, context)[::stride]
-    return {"x": np.ascontiguousarray(w[:, :-1]), "y": np.ascontiguousarray(w[:, 1:])}
-
-
-def _read_shards(paths: list[str], fs, shuffle):
-    """Through Ray Data's V1 Parquet reader, one block per shard (see
-    ``agd_ray.data.imagenet._read_shards`` for why not the V2 reader)."""
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        return ray.data.read_parquet(
-            paths, filesystem=fs, shuffle=shuffle, override_num_blocks=len(paths)
-        ).select_columns(["ids"])
-    finally:
-        ctx.use_datasource_v2 = previous
-
-
-def shard_paths(fs, folder: str) -> list[str]:
-    """The Parquet shards in ``folder``, sorted by name."""
-    import pyarrow.fs as pafs
-
-    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return sorted(i.path for i in infos if i.path.endswith(".parquet"))
-
-
-def _fs_and_path(root: str):
-    import pyarrow.fs as pafs
-
-    uri = root if "://" in root else str(Path(root).expanduser().resolve())
-    return pafs.FileSystem.from_uri(uri)
-
-
 def _local_root(root: str | None) -> Path:
     if not root:
         raise ConfigError("data.root", "token files are read from data.root; set it")
@@ -361,11 +237,11 @@ def _local_root(root: str | None) -> Path:
     return folder
 
 
-def _read_json(path: Path) -> dict:
+def parse_meta(name, data: bytes) -> dict:
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(data)
     except ValueError as err:
-        raise ConfigError(str(path), f"not JSON ({err})") from None
+        raise ConfigError(str(name), f"not JSON ({err})") from None
     if not isinstance(meta, dict):
-        raise ConfigError(str(path), "not a JSON object")
+        raise ConfigError(str(name), "not a JSON object")
     return meta

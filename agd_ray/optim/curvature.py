@@ -1,29 +1,43 @@
 """The curvature-rescaled step of de Gournay & Gossard (2022), "Adaptive scaling of
-the learning rate by second order automatic differentiation".
+the learning rate by second order automatic differentiation", exact or in one pass.
 
     opt = CurvatureStep(model.parameters(), direction="adam", lam=0.5)
     loss.backward()
     opt.step(loss_fn=lambda params: criterion(functional_call(model, params, x), y))
 
-A base optimizer (SGD, or Adam without its learning rate) proposes a direction d;
-the step length along d comes from the loss's curvature along d on this batch:
+    opt = CurvatureStepOnePass(model.parameters(), direction="adam", lam=0.5)
+    loss, out = opt.step(loss_fn=lambda params: (criterion(out := f(params), y), out))
 
-    c     = <H d, d> / |d|^2           (H d by forward-over-reverse, torch.func.jvp of grad)
+A base optimizer (SGD, or Adam without its learning rate) proposes a direction d;
+the step length along d comes from the loss's curvature on this batch:
+
+    c     = <H u, u> / |u|^2          (H u by forward-over-reverse: forward-mode AD
+                                        through the gradient's backward pass)
     c_avg = beta3 * c_avg + (1 - beta3) * c,  bias-corrected: c_hat = c_avg / (1 - beta3^t)
     L     = max(c_hat, c)
     r     = 2 <g, d> / (L |d|^2)
     theta <- theta - lam * r * d
 
+``CurvatureStep`` (exact) takes u = d: the direction needs this batch's gradient, so
+after the ordinary backward it runs a second, forward-over-reverse pass (about three
+times a forward and backward). ``CurvatureStepOnePass`` takes u = the previous step's
+direction d_{t-1}, known before the batch: one forward-over-reverse pass gives the
+gradient g and H d_{t-1} together, and replaces the backward (its ``step`` takes the
+gradient itself). It is the exact step while the curvature along the path changes
+slowly; its first step, with no previous direction, is the exact one.
+
 On a quadratic, f(theta - t d) = f - t <g, d> + t^2/2 <H d, d>: the exact line
 minimiser is t* = <g, d> / <H d, d>, which is lam = 1/2 (with L = c), and the loss
 does not increase for t <= 2 t*, i.e. lam <= 1. Taking L >= the running average
 shortens steps after a curvature drop. Where L <= 0 (no positive curvature along
-d) the step is skipped. Under data parallelism, g and d are already all-reduced
-and <H d, d> is averaged over ranks, so every rank takes the same step.
+u) the step is skipped. Under data parallelism g and d are the same on every rank
+(the exact step's g all-reduced by DDP, the one-pass step's here) and <H u, u> is
+averaged over ranks, so every rank takes the same step.
 
 State: for direction "adam", Adam's two moments per parameter; "sgd" with momentum
-keeps one buffer; plus the scalar curvature average. ``opt.curvature`` (c),
-``opt.L`` and ``opt.rate`` (lam * r) are device tensors after each step.
+keeps one buffer; the one-pass step keeps the last direction; plus the scalar
+curvature average. ``opt.curvature`` (c), ``opt.L`` and ``opt.rate`` (lam * r) are
+device tensors after each step.
 """
 
 from __future__ import annotations
@@ -31,14 +45,63 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.distributed as dist
 from torch import Tensor
-from torch.func import grad, jvp
+
+LossFn = Callable[[Sequence[Tensor]], Tensor | tuple[Tensor, ...]]
+"""params -> loss, or -> (loss, anything else, e.g. the model's output)."""
+
+
+def grad_and_hvp(
+    loss_fn: LossFn, params: Sequence[Tensor], tangents: Sequence[Tensor] | None
+) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], list[Tensor] | None]:
+    """loss_fn's value at ``params`` (detached), the loss's gradient g and H u for
+    the ``tangents`` u, from one forward-over-reverse pass: the forward runs on dual
+    numbers (params + eps * u) and the backward of the loss carries their tangents,
+    so each gradient comes out as g + eps * H u. ``tangents`` None: g alone."""
+    with torch.enable_grad(), fwAD.dual_level():
+        if tangents is None:
+            inputs = list(params)
+        else:
+            inputs = [fwAD.make_dual(p, u) for p, u in zip(params, tangents, strict=True)]
+        value = loss_fn(inputs)
+        loss = value[0] if isinstance(value, tuple) else value
+        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        duals = [fwAD.unpack_dual(g) for g in grads]
+        g = [x.primal for x in duals]
+        hu = None
+        if tangents is not None:
+            hu = [x.tangent if x.tangent is not None else torch.zeros_like(x.primal) for x in duals]
+
+        def primal(x):
+            return fwAD.unpack_dual(x).primal.detach() if isinstance(x, Tensor) else x
+
+        value = tuple(map(primal, value)) if isinstance(value, tuple) else primal(value)
+    return value, g, hu
+
+
+def _sum_of_dots(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """sum_i <a_i, b_i> in fp32 (or fp64), one read of each tensor (BLAS dot)."""
+
+    def flat(t: Tensor) -> Tensor:
+        t = t.reshape(-1)
+        return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+    return torch.stack([torch.dot(flat(x), flat(y)) for x, y in zip(a, b, strict=True)]).sum()
+
+
+def _mean_over_ranks(x: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
 
 
 class CurvatureStep(torch.optim.Optimizer):
     """See the module docstring. ``step(loss_fn=...)`` is required: ``loss_fn`` maps
-    the list of this optimizer's parameter tensors (in order) to the batch loss."""
+    the list of this optimizer's parameter tensors (in order) to the batch loss; the
+    gradients are the backward's, in ``p.grad``."""
 
     def __init__(
         self,
@@ -80,31 +143,62 @@ class CurvatureStep(torch.optim.Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     @torch.no_grad()
-    def _direction(self) -> list[Tensor]:
-        """d for every parameter (zero where there is no gradient)."""
+    def _direction(self, grads: Sequence[Tensor]) -> list[Tensor]:
+        """d for every parameter from its gradient (in ``_params`` order), one foreach
+        op per pass over a group: SGD's g or momentum buffer (updated in place), or
+        Adam's m_hat / (sqrt(v_hat) + eps)."""
         out = []
         self.t += 1
+        grads = iter(grads)
         for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad if p.grad is not None else torch.zeros_like(p)
-                state = self.state[p]
-                if self.direction == "sgd":
-                    if group["momentum"] > 0:
-                        buf = state.setdefault("momentum", torch.zeros_like(p))
-                        g = buf.mul_(group["momentum"]).add_(g)
-                    out.append(g)
-                    continue
-                b1, b2 = group["betas"]
-                m = state.setdefault("exp_avg", torch.zeros_like(p))
-                v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = m / (1 - b1**self.t)
-                v_hat = v / (1 - b2**self.t)
-                out.append(m_hat / (v_hat.sqrt() + group["eps"]))
+            params = group["params"]
+            g = [next(grads) for _ in params]
+
+            def buffers(key, params=params):  # this group's state tensors, made at first use
+                return [self.state[p].setdefault(key, torch.zeros_like(p)) for p in params]
+
+            if self.direction == "sgd":
+                if group["momentum"] > 0:
+                    bufs = buffers("momentum")
+                    torch._foreach_mul_(bufs, group["momentum"])
+                    torch._foreach_add_(bufs, g)
+                    g = bufs
+                out += g
+                continue
+            b1, b2 = group["betas"]
+            m, v = buffers("exp_avg"), buffers("exp_avg_sq")
+            torch._foreach_lerp_(m, g, 1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, g, g, value=1 - b2)
+            denom = torch._foreach_div(v, 1 - b2**self.t)  # v_hat
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, group["eps"])
+            d = torch._foreach_div(m, 1 - b1**self.t)  # m_hat
+            torch._foreach_div_(d, denom)
+            out += d
         return out
 
-    def step(self, closure=None, *, loss_fn: Callable[[Sequence[Tensor]], Tensor] | None = None):
+    @torch.no_grad()
+    def _rescaled_step(self, params: list[Tensor], g: list[Tensor], d: list[Tensor], c: Tensor):
+        """c_avg, L = max(c_hat, c), r = 2 <g, d> / (L |d|^2), theta <- theta - lam r d."""
+        tiny = torch.finfo(torch.float32).tiny
+        dd, gd = _sum_of_dots(d, d), _sum_of_dots(g, d)
+        prev = self.c_avg if self.c_avg is not None else torch.zeros_like(c)
+        self.c_avg = self.beta3 * prev + (1 - self.beta3) * c
+        c_hat = self.c_avg / (1 - self.beta3**self.t)
+        L = torch.maximum(c_hat, c)
+        r = torch.where(L > 0, 2 * gd / (L.clamp_min(tiny) * dd.clamp_min(tiny)), 0.0)
+        rate = self.lam * r
+        torch._foreach_addcmul_(params, d, [rate.to(params[0].dtype)] * len(d), value=-1)
+        self.curvature, self.L, self.rate = c, L, rate
+
+    @torch.no_grad()
+    def _curvature(self, hu: list[Tensor], u: list[Tensor]) -> Tensor:
+        """c = <H u, u> / |u|^2, <H u, u> averaged over ranks."""
+        uhu = _mean_over_ranks(_sum_of_dots(hu, u).float())
+        return uhu / _sum_of_dots(u, u).float().clamp_min(torch.finfo(torch.float32).tiny)
+
+    def step(self, closure=None, *, loss_fn: LossFn | None = None):
         if loss_fn is None:
             raise ValueError("CurvatureStep.step needs loss_fn (params -> loss) for H d")
         loss = None
@@ -112,26 +206,40 @@ class CurvatureStep(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params = self._params()
-        d = self._direction()
-        primals = tuple(p.detach() for p in params)
-        tangents = tuple(x.detach() for x in d)
-        _, hd = jvp(grad(lambda ps: loss_fn(ps)), (primals,), (tangents,))
-        with torch.no_grad():
-            g = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            dhd = sum((h * x).sum() for h, x in zip(hd, d, strict=True)).float()
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(dhd)
-                dhd /= dist.get_world_size()
-            dd = sum(x.float().square().sum() for x in d)
-            gd = sum((a.float() * b.float()).sum() for a, b in zip(g, d, strict=True))
-            tiny = torch.finfo(torch.float32).tiny
-            c = dhd / dd.clamp_min(tiny)
-            prev = self.c_avg if self.c_avg is not None else torch.zeros_like(c)
-            self.c_avg = self.beta3 * prev + (1 - self.beta3) * c
-            c_hat = self.c_avg / (1 - self.beta3**self.t)
-            L = torch.maximum(c_hat, c)
-            r = torch.where(L > 0, 2 * gd / (L.clamp_min(tiny) * dd.clamp_min(tiny)), 0.0)
-            rate = self.lam * r
-            torch._foreach_add_(params, torch._foreach_mul(d, rate.to(params[0].dtype)), alpha=-1)
-            self.curvature, self.L, self.rate = c, L, rate
+        g = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        d = self._direction(g)
+        _, _, hd = grad_and_hvp(loss_fn, params, [x.detach() for x in d])
+        self._rescaled_step(params, g, d, self._curvature(hd, d))
         return loss
+
+
+class CurvatureStepOnePass(CurvatureStep):
+    """The curvature step with c along the previous step's direction, measured in the
+    pass that takes the gradient (module docstring). ``step(loss_fn=...)`` replaces
+    the backward: no ``loss.backward()`` before it, ``p.grad`` is neither read nor
+    set. It returns ``loss_fn``'s value (e.g. (loss, output)) at the parameters before
+    the step, detached. The first step, with no previous direction yet, calls
+    ``loss_fn`` once more (a second pass, for the curvature along d itself)."""
+
+    def step(self, closure=None, *, loss_fn: LossFn | None = None):
+        if loss_fn is None:
+            raise ValueError("CurvatureStepOnePass.step needs loss_fn (params -> loss)")
+        params = self._params()
+        prev = [self.state[p].get("direction") for p in params]
+        first = any(u is None for u in prev)
+        value, g, hu = grad_and_hvp(loss_fn, params, None if first else prev)
+        with torch.no_grad():
+            if dist.is_available() and dist.is_initialized():  # DDP's all-reduce of g
+                flat = _mean_over_ranks(torch._utils._flatten_dense_tensors(g))
+                g = list(torch._utils._unflatten_dense_tensors(flat, g))
+            if first:  # no previous direction yet: the exact step
+                d = self._direction(g)
+                _, _, hd = grad_and_hvp(loss_fn, params, [x.detach() for x in d])
+                c = self._curvature(hd, d)
+            else:  # c from d_{t-1} before the direction update (a momentum buffer is it)
+                c = self._curvature(hu, prev)
+                d = self._direction(g)
+            self._rescaled_step(params, g, d, c)
+            for p, u in zip(params, d, strict=True):
+                self.state[p]["direction"] = u
+        return value

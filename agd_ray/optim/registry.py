@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from agd_ray.optim.agd import AGD
-from agd_ray.optim.curvature import CurvatureStep
+from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass
 from agd_ray.optim.muon import muon_with_adamw
 from agd_ray.optim.spectral import AGDSpectral
 
@@ -41,6 +41,9 @@ class Entry:
     """Whether ``optimizer.schedule`` may be other than constant."""
     step_needs_loss: bool = False
     """``step(loss_fn=...)``: the batch loss as a function of the parameters."""
+    step_takes_gradient: bool = False
+    """``step(loss_fn=...)`` replaces the backward: it takes the gradient itself, from
+    ``loss_fn`` (params -> (loss, output)), and returns (loss, output)."""
     metrics: tuple[str, ...] = ()
     """0-dim tensor attributes read after each step and logged (AGD: eta, G)."""
     eval_mode: bool = False
@@ -86,16 +89,19 @@ def _sgd(cfg, model):
     )
 
 
-def _curvature(cfg, model):
-    return CurvatureStep(
-        _params(model),
-        direction=cfg.direction,
-        lam=cfg.lam,
-        momentum=cfg.momentum,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        beta3=cfg.beta3,
-    )
+def _curvature(cls: type[CurvatureStep]):
+    def build(cfg, model):
+        return cls(
+            _params(model),
+            direction=cfg.direction,
+            lam=cfg.lam,
+            momentum=cfg.momentum,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            beta3=cfg.beta3,
+        )
+
+    return build
 
 
 OPTIMIZERS: dict[str, Entry] = {
@@ -114,10 +120,17 @@ OPTIMIZERS: dict[str, Entry] = {
         metrics=("eta", "G"),
     ),
     "curvature": Entry(
-        _curvature,
+        _curvature(CurvatureStep),
         "de Gournay & Gossard's curvature-rescaled step",
         schedule=False,
         step_needs_loss=True,
+    ),
+    "curvature_onepass": Entry(
+        _curvature(CurvatureStepOnePass),
+        "the curvature step along the previous direction, in the gradient's pass",
+        schedule=False,
+        step_needs_loss=True,
+        step_takes_gradient=True,
     ),
     "sgd": Entry(_sgd, "torch.optim.SGD", lr=None, lr_required=True),
     "adam": Entry(_adam(), "torch.optim.Adam", lr=1e-3),

@@ -94,8 +94,9 @@ def expand(cfg: ExperimentConfig) -> list[TrialSpec]:
             set_dotted(raw, "train.seed", seed)
             trial_cfg = _validate(raw, point, where)
             columns = {k: get_dotted(trial_cfg, k) for k in (*ARCH_COLUMNS, *grid, *varied)}
-            if not where:  # the experiment's own optimizer: no baseline hyperparameters
-                columns.update({k: None for k in varied if k not in grid})
+            # each trial shows the hyperparameters its own entry sets (AGD: none)
+            own = set(opt) if where else set()
+            columns.update({k: None for k in varied if k not in grid and k[10:] not in own})
             trial_id = f"{cfg.name}-{len(specs):03d}-{trial_cfg.optimizer.name}"
             specs.append(TrialSpec(trial_id, trial_cfg, group, columns))
     return specs

@@ -24,7 +24,7 @@ class Entry:
     best_setting: str  # e.g. "lr=0.001" (empty for AGD)
     runs: int
     samples: int
-    compute: float  # 6 x params x samples, summed over the grid
+    compute: float  # 6 x params x samples (language models: tokens), summed over the grid
     wall_s: float
     diverged: int
 
@@ -68,7 +68,7 @@ def summarise(rows: list[dict], agd: str = "agd") -> dict[str, list[Entry]]:
                     best_setting=f"lr={lr:g}" if _finite(lr) else "",
                     runs=len(runs),
                     samples=int(sum(r["samples"] or 0 for r in runs)),
-                    compute=sum(6.0 * (r["params"] or 0) * (r["samples"] or 0) for r in runs),
+                    compute=sum(6.0 * (r["params"] or 0) * _processed(r) for r in runs),
                     wall_s=float(sum(r["wall_s"] or 0.0 for r in runs)),
                     diverged=sum(1 for r in runs if r["status"] == "diverged"),
                 )
@@ -129,3 +129,10 @@ def short_group(group: str) -> str:
         key, _, value = item.partition("=")
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
     return " ".join(parts)
+
+
+def _processed(row: dict) -> float:
+    """What a run's compute counts per weight: its samples, or (language models) its
+    tokens, each a prediction that costs a forward and a backward pass."""
+    tokens = row.get("tokens")
+    return float(tokens if tokens is not None and tokens == tokens else row["samples"] or 0)

@@ -29,8 +29,10 @@ def evaluate(
     )
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        out = net(x)
-        sums[0] += parts.criterion(out, y) * y.numel()  # per prediction (language: token)
+        with parts.forward_context():
+            out = net(x)
+            loss = parts.criterion(out, y)
+        sums[0] += loss.float() * y.numel()  # per prediction (language: token)
         sums[1] += (out.argmax(-1) == y).sum()
         if num_classes >= 5:
             sums[2] += (out.topk(5, dim=-1).indices == y[..., None]).any(-1).sum()

@@ -98,6 +98,7 @@ def run_training(
     noise, local_norm = setup_noise_scale(cfg, model, session)
     logger = WandbLogger(cfg, trial.trial_id, rank, trial.storage, trial.wandb_dir)
     parts = Parts(model, optimizer, entry, criterion, device, logger, noise, local_norm)
+    parts.precision = cfg.train.precision
 
     checkpointer = Checkpointer(session, model, optimizer, scheduler, noise)
     state = checkpointer.load()

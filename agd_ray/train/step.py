@@ -9,6 +9,7 @@ check every ``DIVERGENCE_CHECK_EVERY`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ class Parts:
     logger: WandbLogger
     noise: NoiseScale | None = None
     local_norm: LocalGradNorm | None = None  # DDP hook: local |g|^2 (world > 1)
+    precision: str = "fp32"  # train.precision: bf16 runs the forward under autocast
+
+    def forward_context(self):
+        """Where the forward pass and the loss run: bf16 autocast, or as they are.
+        Gradients, weights and the optimizer stay in fp32 either way."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def micro_batches(self) -> bool:
@@ -88,14 +97,16 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
     parts.optimizer.zero_grad(set_to_none=True)
     half = len(y) // 2
     if measure and parts.micro_batches and half > 0 and len(y) % 2 == 0:
-        out1 = model(x[:half])
-        loss1 = criterion(out1, y[:half])
+        with parts.forward_context():
+            out1 = model(x[:half])
+            loss1 = criterion(out1, y[:half])
         loss1.backward()
         first = [None if p.grad is None else p.grad.clone() for p in params]
         sq1 = grad_sq_norm(params)
         parts.optimizer.zero_grad(set_to_none=True)
-        out2 = model(x[half:])
-        loss2 = criterion(out2, y[half:])
+        with parts.forward_context():
+            out2 = model(x[half:])
+            loss2 = criterion(out2, y[half:])
         loss2.backward()
         sq2 = grad_sq_norm(params)
         for p, g in zip(params, first, strict=True):  # the whole batch's mean gradient
@@ -104,8 +115,9 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
         parts.noise.update((sq1 + sq2) / 2, grad_sq_norm(params), half, len(y))
         loss, out = (loss1.detach() + loss2.detach()) / 2, torch.cat([out1, out2])
     else:
-        out = model(x)
-        loss = criterion(out, y)
+        with parts.forward_context():
+            out = model(x)
+            loss = criterion(out, y)
         loss.backward()
         if parts.local_norm is not None:
             world = dist.get_world_size()

@@ -1,0 +1,146 @@
+"""The curvature-rescaled step, exact and one-pass (curvature along the previous
+direction, in the gradient's pass): on a quadratic each lands where its equations
+say; the one-pass step trains an FCN and a BatchNorm ResNet and resumes exactly."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from agd_ray.models import FCN
+from agd_ray.models.resnet import preact_resnet18
+from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass, grad_and_hvp
+from agd_ray.train.step import loss_fn as make_loss_fn
+
+LAM, BETA3 = 0.5, 0.9
+
+
+def _quadratic():
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    A = A @ A.T + torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    theta0 = torch.randn(6, generator=gen, dtype=torch.float64)
+    return A, b, theta0
+
+
+def _by_hand(A, b, theta, momentum, one_pass, steps):
+    """The iterates from the equations: d = g (+ momentum * d_prev); the curvature
+    along u = d (exact; the one-pass step's first step) or u = d_prev (one-pass)."""
+    iterates, c_avg, d_prev = [], 0.0, None
+    for t in range(1, steps + 1):
+        g = A @ theta - b
+        d = g if d_prev is None else momentum * d_prev + g
+        u = d if (not one_pass or d_prev is None) else d_prev
+        c = (u @ A @ u) / (u @ u)
+        c_avg = BETA3 * c_avg + (1 - BETA3) * c
+        L = max(c_avg / (1 - BETA3**t), c)
+        theta = theta - LAM * 2 * (g @ d) / (L * (d @ d)) * d
+        iterates.append(theta)
+        d_prev = d
+    return iterates
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("one_pass", [False, True], ids=["exact", "one_pass"])
+def test_both_steps_land_where_the_equations_say_on_a_quadratic(one_pass, momentum):
+    A, b, theta0 = _quadratic()
+
+    def f(t):
+        return 0.5 * t @ A @ t - b @ t
+
+    theta = nn.Parameter(theta0.clone())
+    cls = CurvatureStepOnePass if one_pass else CurvatureStep
+    opt = cls([theta], direction="sgd", lam=LAM, momentum=momentum, beta3=BETA3)
+    expected = _by_hand(A, b, theta0, momentum, one_pass, steps=4)
+    for want in expected:
+        before = f(theta.detach())
+        if one_pass:  # the step takes the gradient itself and returns the loss
+            assert float(opt.step(loss_fn=lambda ps: f(ps[0]))) == pytest.approx(float(before))
+            assert theta.grad is None
+        else:
+            opt.zero_grad()
+            f(theta).backward()
+            opt.step(loss_fn=lambda ps: f(ps[0]))
+        # the step's scalars (c, L, r) are fp32 whatever the parameters' dtype
+        torch.testing.assert_close(theta.detach(), want, rtol=1e-5, atol=1e-7)
+    # the two differ after the first step: the one-pass c is along the previous direction
+    other = _by_hand(A, b, theta0, momentum, not one_pass, steps=4)
+    torch.testing.assert_close(other[0], expected[0], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(other[-1], expected[-1], rtol=1e-2, atol=0)
+
+
+def test_grad_and_hvp_is_the_gradient_and_the_hessian_times_u():
+    A, b, theta = _quadratic()
+    theta.requires_grad_()
+    u = torch.ones(6, dtype=torch.float64)
+    value, (g,), (hu,) = grad_and_hvp(lambda ps: 0.5 * ps[0] @ A @ ps[0] - b @ ps[0], [theta], [u])
+    torch.testing.assert_close(g, (A @ theta - b).detach())
+    torch.testing.assert_close(hu, A @ u)
+    assert float(value) == pytest.approx(float(0.5 * theta @ A @ theta - b @ theta))
+
+
+def _data(n=256, d=10, k=3):
+    torch.manual_seed(0)
+    x = torch.randn(n, d)
+    return x, (x @ torch.randn(d, k)).argmax(1)
+
+
+def _one_pass_loss(model, x, y, criterion):
+    """params -> (loss, output), with the model's live buffers (BatchNorm's running
+    statistics are updated by this, the step's only forward pass)."""
+    names = [n for n, _ in model.named_parameters()]
+
+    def loss_of(params):
+        state = {**dict(model.named_buffers()), **dict(zip(names, params, strict=True))}
+        out = functional_call(model, state, (x,))
+        return criterion(out, y), out
+
+    return loss_of
+
+
+def _train_one_pass(model, opt, x, y, steps, criterion=nn.functional.cross_entropy):
+    losses = []
+    for _ in range(steps):
+        loss, out = opt.step(loss_fn=_one_pass_loss(model, x, y, criterion))
+        assert out.shape == (len(y), out.shape[1]) and not out.requires_grad
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("direction", ["sgd", "adam"])
+def test_one_pass_step_trains_an_fcn_with_the_loops_square_loss(direction):
+    x, y = _data()
+    model = FCN(3, 64, 10, 3, bias=True)
+    opt = CurvatureStepOnePass(model.parameters(), direction=direction, lam=0.5)
+    losses = _train_one_pass(model, opt, x, y, steps=60, criterion=make_loss_fn("mse", 3))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_one_pass_step_updates_batchnorm_statistics_in_its_pass():
+    torch.manual_seed(0)
+    images, labels = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
+    net = preact_resnet18(3, 4, bias=True, width=4)
+    opt = CurvatureStepOnePass(net.parameters(), direction="adam", lam=0.5)
+    bn = net.bn
+    losses = _train_one_pass(net, opt, images, labels, steps=12)
+    # one forward per step, and one more on the first (no previous direction yet)
+    assert int(bn.num_batches_tracked) == 12 + 1
+    assert losses[-1] < losses[0]
+
+
+def test_one_pass_state_round_trips_through_a_checkpoint():
+    x, y = _data()
+    model = FCN(2, 16, 10, 3)
+    opt = CurvatureStepOnePass(model.parameters(), direction="adam")
+    _train_one_pass(model, opt, x, y, steps=3)
+    fresh_model = FCN(2, 16, 10, 3)
+    fresh_model.load_state_dict(model.state_dict())
+    fresh = CurvatureStepOnePass(fresh_model.parameters(), direction="adam")
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))  # as if saved and read back
+    _train_one_pass(model, opt, x, y, steps=2)
+    _train_one_pass(fresh_model, fresh, x, y, steps=2)
+    for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
+        assert torch.equal(p, q)
