@@ -54,11 +54,16 @@ def headline_section(report) -> list[str]:
         parts.append("<p>This sweep has no tuned baseline beside AGD.</p>")
         return parts
     metric = report.points.attrs.get("metric", "val_loss")
+    held_out = (
+        "the corpus's validation files"
+        if report.language
+        else "a share of the training data held out, <code>data.val_fraction</code>"
+    )
+    unit = "tokens" if report.language else "samples"
     parts.append(
         "<p>Each baseline's best of grid is <b>chosen on the validation split</b> "
-        f"(lowest {html.escape(metric)}; a share of the training data held out, "
-        "<code>data.val_fraction</code>) and <b>scored on the test split</b>. "
-        "Compute counts 6 x params x samples, and a baseline's includes its whole grid.</p>"
+        f"(lowest {html.escape(metric)}; {held_out}) and <b>scored on the test split</b>. "
+        f"Compute counts 6 x params x {unit}, and a baseline's includes its whole grid.</p>"
     )
     parts += [f"<p class=headline>{html.escape(headline_text(row))}</p>" for row in report.headline]
     rows = []
