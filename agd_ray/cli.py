@@ -31,6 +31,7 @@ from agd_ray import ray_setup
 ray_setup.apply_env_defaults()  # some are read when Ray is imported: before any import
 
 from agd_ray.config import ConfigError, load_config  # noqa: E402
+from agd_ray.timeline import mark  # noqa: E402
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -248,6 +249,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    mark(f"driver: agd-ray {args.command} starts")
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:

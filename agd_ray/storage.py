@@ -87,6 +87,17 @@ class Storage:
         except (FileNotFoundError, OSError):
             pass
 
+    def listdir(self, rel: str = "") -> list[str]:
+        """The names directly under ``rel``, sorted ([] when it does not exist)."""
+        selector = pafs.FileSelector(self._path(rel), allow_not_found=True)
+        return sorted(os.path.basename(i.path) for i in self.fs.get_file_info(selector))
+
+    def delete_dir(self, rel: str) -> None:
+        try:
+            self.fs.delete_dir(self._path(rel))
+        except (FileNotFoundError, OSError):
+            pass
+
     def upload(self, local: Path, rel: str) -> None:
         """Copy a local file, or a folder with everything in it, to ``rel``."""
         if local.is_file():

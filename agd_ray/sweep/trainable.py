@@ -27,6 +27,7 @@ from typing import Any
 from agd_ray.config import ExperimentConfig
 from agd_ray.storage import RunPaths
 from agd_ray.sweep.store import DONE, OutcomeStore
+from agd_ray.timeline import mark
 from agd_ray.train.wandb_logger import shutdown_service
 from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
@@ -71,6 +72,7 @@ def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPat
     import ray.tune
 
     trial_id = params["trial_id"]
+    mark(f"trial {trial_id}: starts")
     store = OutcomeStore(paths.outcomes)
     stored = store.get(trial_id)
     if stored is not None and stored.status in DONE:  # finished before an interruption
@@ -91,6 +93,7 @@ def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPat
         shutdown_service()
     outcome.started, outcome.finished = started, time.time()
     store.put(outcome)
+    mark(f"trial {trial_id}: outcome stored")
     if outcome.status == "failed":
         raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
 

@@ -23,6 +23,7 @@ from agd_ray.config import ExperimentConfig, TrainConfig
 from agd_ray.data import load_data
 from agd_ray.models import build_model, count_params
 from agd_ray.optim import OPTIMIZERS, build_optimizer, build_scheduler, orthogonal_init_
+from agd_ray.timeline import mark
 from agd_ray.train.batches import GlobalBatchSampler, TimedShard
 from agd_ray.train.checkpoint import CHECKPOINT_FILE, Checkpointer
 from agd_ray.train.distributed import any_rank
@@ -63,8 +64,10 @@ def train_loop_config(cfg: ExperimentConfig, trial: TrialInfo) -> dict[str, Any]
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train entry point; ``config`` comes from ``train_loop_config``."""
-    return run_training(config["experiment"], train_session(), config["trial"])
+    """Ray Train entry point; ``config`` comes from ``train_loop_config`` (under
+    Train's local mode, with the ``session`` to run in)."""
+    session = config["session"]() if "session" in config else train_session()
+    return run_training(config["experiment"], session, config["trial"])
 
 
 def run_training(
@@ -74,6 +77,7 @@ def run_training(
 
     Returns the history, status and parameter count on rank 0 (None elsewhere).
     """
+    mark("loop: starts")
     rank, world, device = session.rank, session.world, session.device
     seed_everything(cfg.train.seed)
     splits = load_data(cfg.data, cfg.train.seed, cfg.model)
@@ -86,6 +90,7 @@ def run_training(
 
         train_data, test_data = shard("train"), shard("test")
         val_data = shard("val") if cfg.data.val_fraction > 0 else None
+    mark("loop: data loaded")
     model = build_model(cfg.model, splits.spec)
     entry = OPTIMIZERS[cfg.optimizer.name]
     if entry.init == "orthogonal":
@@ -109,6 +114,7 @@ def run_training(
         n_train, cfg.train.batch_size, rank, world, seed=cfg.train.seed, per_epoch=per_epoch
     )
     context = splits.spec.context  # text: tokens per sequence
+    mark("loop: model and optimizer built")
     last_checkpoint = time.perf_counter()
     for epoch in range(state.epoch, cfg.train.epochs):
         start = time.perf_counter()
@@ -159,6 +165,7 @@ def run_training(
             last_checkpoint = time.perf_counter()
         logger.log_epoch(state.step, row)
         checkpointer.report(row, state, params, save=checkpoint)
+        mark(f"loop: epoch {epoch + 1} reported")
         if not finite:
             break
     final = state.history[-1] if state.history else {}

@@ -1,5 +1,6 @@
-"""Where the training loop runs: a Ray Train worker (``train_session``) or
-in-process inside a Tune trial (``tune_session``). The loop sees only a
+"""Where the training loop runs: a Ray Train worker (``train_session``), this
+process under Train's local mode (``local_session``: ``agd-ray train`` with one
+worker) or in-process inside a Tune trial (``tune_session``). The loop sees only a
 ``Session``: rank, world, device, and how to prepare the model, report an epoch and
 find the checkpoint to resume from."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -62,6 +64,52 @@ def train_session() -> Session:
         report=ray.train.report,
         checkpoint_class=ray.train.Checkpoint,
         get_dataset_shard=ray.train.get_dataset_shard,
+    )
+
+
+LOCAL_CHECKPOINTS_KEPT = 2
+
+
+def local_session(run_dir: str, on_report: Callable[[dict], None]) -> Session:
+    """One worker in this very process, under Ray Train's local mode
+    (``ScalingConfig(num_workers=0)``): no Ray cluster, controller or worker actors
+    to start. Train's local mode keeps checkpoints in memory only, so this session
+    persists each one under ``run_dir`` (``checkpoint_<n>/``, the last two kept,
+    through pyarrow: a folder or s3://) and resumes from the newest; ``on_report``
+    sees every epoch's metrics (the progress line)."""
+    from agd_ray.storage import Storage
+
+    store = Storage(run_dir)
+
+    def checkpoints() -> list[str]:  # complete ones, oldest first
+        return [n for n in store.listdir() if n.startswith("checkpoint_") and store.listdir(n)]
+
+    def get_checkpoint():
+        done = checkpoints()
+        if not done:
+            return None
+        return ray.train.Checkpoint(f"{store.root}/{done[-1]}", filesystem=store.fs)
+
+    def report(metrics: dict, checkpoint=None) -> None:
+        if checkpoint is not None:  # each file written whole, then the folder is listed
+            done = checkpoints()
+            n = int(done[-1].rsplit("_", 1)[1]) + 1 if done else 0
+            folder = Path(checkpoint.path)
+            for f in sorted(folder.iterdir()):
+                store.write_bytes(f"checkpoint_{n:06d}/{f.name}", f.read_bytes())
+            for old in checkpoints()[:-LOCAL_CHECKPOINTS_KEPT]:
+                store.delete_dir(old)
+        ray.train.report(metrics, checkpoint=checkpoint)  # Train's local mode keeps it
+        on_report(metrics)
+
+    return Session(
+        rank=0,
+        world=1,
+        device=ray.train.torch.get_device(),
+        prepare_model=ray.train.torch.prepare_model,
+        get_checkpoint=get_checkpoint,
+        report=report,
+        checkpoint_class=ray.train.Checkpoint,
     )
 
 

@@ -5,10 +5,16 @@
 The driver validates the config and prepares the data before any Ray work starts,
 starts (or joins, via RAY_ADDRESS or a running ``ray start``) Ray, runs the
 TorchTrainer and prints one line per epoch as the workers report.
+
+A one-worker run on this machine (no RAY_ADDRESS, data in memory) runs under Train's
+local mode instead (``local_mode``): the loop runs in this process, with no Ray
+cluster, controller or worker process to start, and its checkpoints are persisted
+by ``local_session`` in the same place, so ``--resume`` works alike.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -26,9 +32,20 @@ from agd_ray.lock import HomeLock
 from agd_ray.ray_setup import apply_env_defaults, ensure_ray, quiet_data
 from agd_ray.results import save_results
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, config_hash, provenance, run_paths
+from agd_ray.timeline import mark
 from agd_ray.train.loop import CHECKPOINT_FILE, train_loop_config, train_loop_per_worker
 from agd_ray.train.resources import check_resources
+from agd_ray.train.session import local_session
 from agd_ray.trial import TrialInfo, TrialOutcome, single_trial
+
+
+def local_mode(cfg: ExperimentConfig) -> bool:
+    """Whether ``agd-ray train`` runs ``cfg`` under Train's local mode: one worker,
+    data in memory (not streamed by Ray Data), and no cluster to join (RAY_ADDRESS)."""
+    from agd_ray.data import streams
+
+    single = cfg.scaling.num_workers == 1 and not streams(cfg.data)
+    return single and not os.environ.get("RAY_ADDRESS")
 
 
 def make_trainer(
@@ -37,6 +54,7 @@ def make_trainer(
     storage_path: str,
     callbacks: list[UserCallback] | None = None,
     trial: TrialInfo | None = None,
+    on_report=None,
 ) -> TorchTrainer:
     """A TorchTrainer for ``cfg``, its run named ``run_name`` under ``storage_path``
     (a run of the same name and storage is resumed from its last checkpoint).
@@ -46,7 +64,10 @@ def make_trainer(
     leave: Train registers its workers' reservation with Ray Data, whose tasks get
     the rest of the cluster, so streaming runs default to half a CPU per worker
     (``ScalingConfig.worker_cpus``) and ``check_resources`` refuses a run that
-    leaves the pipeline no CPU."""
+    leaves the pipeline no CPU.
+
+    With ``on_report`` (a function of each epoch's metrics), the trainer runs under
+    Train's local mode in this process, its checkpoints in ``storage_path/run_name``."""
     from agd_ray.data import streams
 
     apply_env_defaults()  # e.g. the controller's poll interval, read from here
@@ -61,15 +82,20 @@ def make_trainer(
     per_worker = {"CPU": s.worker_cpus(streaming=datasets is not None)}
     if s.use_gpu:
         per_worker["GPU"] = s.gpus_per_worker
+    loop_config = train_loop_config(cfg, trial or TrialInfo(run_name, storage_path))
+    if on_report is not None:  # local mode: this process, checkpoints persisted by us
+        run_dir = f"{storage_path.rstrip('/')}/{run_name}"
+        loop_config["session"] = lambda: local_session(run_dir, on_report)
+        scaling = ray.train.ScalingConfig(num_workers=0, use_gpu=s.use_gpu)
+    else:
+        scaling = ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=per_worker
+        )
     return TorchTrainer(
         train_loop_per_worker,
         datasets=datasets,
-        train_loop_config=train_loop_config(cfg, trial or TrialInfo(run_name, storage_path)),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=s.num_workers,
-            use_gpu=s.use_gpu,
-            resources_per_worker=per_worker,
-        ),
+        train_loop_config=loop_config,
+        scaling_config=scaling,
         run_config=ray.train.RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -142,17 +168,40 @@ def run_train(
             f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
             f"{cfg.scaling.num_workers} worker(s)"
         )
-        ensure_ray(verbose)
-        check_resources([cfg])  # fail now rather than wait forever for them
+        mark("driver: config valid, data prepared")
+        local = local_mode(cfg)
+        if local:  # no Ray to start; only a GPU asked for and missing to refuse
+            _check_local_gpu(cfg)
+        else:
+            ensure_ray(verbose)
+            mark("driver: ray ready")
+            check_resources([cfg])  # fail now rather than wait forever for them
         Storage(paths.home).write_bytes(CONFIG_FILE, dump_config(cfg).encode())
-        outcome = _fit(cfg, paths, run_name, echo)
+        if local and not verbose:  # local mode's INFO lines (each report, the device)
+            logging.getLogger("ray.train").setLevel(logging.WARNING)
+        outcome = _fit(cfg, paths, run_name, echo, local)
         prov = provenance(cfg, {spec.name: spec.fingerprint} if spec.fingerprint else None)
         save_results([(single_trial(cfg), outcome)], paths, prov)
+        mark("driver: results written")
     return outcome
 
 
-def _fit(cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo) -> TrialOutcome:
+def _check_local_gpu(cfg: ExperimentConfig) -> None:
+    import torch
+
+    if cfg.scaling.use_gpu and not torch.cuda.is_available():
+        raise ConfigError(
+            "scaling.use_gpu",
+            "the cluster has no GPUs (this machine, which runs a one-worker train "
+            "itself); set scaling.use_gpu: false to train on CPUs",
+        )
+
+
+def _fit(cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo, local: bool) -> TrialOutcome:
     """Run the trainer, printing each epoch's line as rank 0 reports it."""
+    trial = TrialInfo(cfg.name, paths.storage, wandb_dir=str(paths.out_dir))  # DIR/wandb/
+    if local:
+        return _fit_local(cfg, paths, run_name, echo, trial)
     queue = Queue()
     stop = threading.Event()
 
@@ -165,11 +214,12 @@ def _fit(cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo) -> TrialOu
 
     printer = threading.Thread(target=show_progress, daemon=True)
     printer.start()
-    trial = TrialInfo(cfg.name, paths.storage, wandb_dir=str(paths.out_dir))  # DIR/wandb/
     trainer = make_trainer(cfg, run_name, paths.train_runs, [EpochQueueCallback(queue)], trial)
     outcome = TrialOutcome(trial_id=cfg.name, status="failed")
     try:
+        mark("driver: fit starts")
         result = trainer.fit()
+        mark("driver: fit returned")
         outcome = outcome_from_result(cfg.name, result)
     except Exception as err:  # a failed run still writes what it reported
         outcome.error = f"{type(err).__name__}: {err}"
@@ -179,6 +229,35 @@ def _fit(cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo) -> TrialOu
     return outcome
 
 
+def _fit_local(
+    cfg: ExperimentConfig, paths: RunPaths, run_name: str, echo, trial: TrialInfo
+) -> TrialOutcome:
+    """``_fit`` under Train's local mode: the loop runs here and prints its own lines."""
+
+    def on_report(metrics: dict) -> None:
+        echo(format_epoch(metrics, cfg.train.epochs))
+
+    trainer = make_trainer(cfg, run_name, paths.train_runs, None, trial, on_report)
+    try:
+        mark("driver: fit starts")
+        return outcome_from_result(cfg.name, trainer.fit())
+    except Exception as err:  # a failed run still writes what its checkpoint holds
+        outcome = TrialOutcome(trial_id=cfg.name, status="failed")
+        outcome.error = f"{type(err).__name__}: {err}"
+        checkpoint = local_session(f"{paths.train_runs}/{run_name}", print).get_checkpoint()
+        if checkpoint is not None:
+            outcome.history = _checkpoint_history(checkpoint)
+        return outcome
+
+
+def _checkpoint_history(checkpoint) -> list[dict]:
+    import torch
+
+    with checkpoint.as_directory() as d:
+        ckpt = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=False)
+    return ckpt["state"]["history"]
+
+
 def outcome_from_result(trial_id: str, result) -> TrialOutcome:
     """History from rank 0's return value, or from the last checkpoint if it failed."""
     value = result.return_value
@@ -186,11 +265,7 @@ def outcome_from_result(trial_id: str, result) -> TrialOutcome:
         return TrialOutcome(trial_id, value["status"], value["history"], value["params"])
     outcome = TrialOutcome(trial_id, "failed", error=str(result.error))
     if result.checkpoint is not None:
-        import torch
-
-        with result.checkpoint.as_directory() as d:
-            ckpt = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=False)
-        outcome.history = ckpt["state"]["history"]
+        outcome.history = _checkpoint_history(result.checkpoint)
     if result.metrics:
         outcome.params = result.metrics.get("params")
     return outcome
