@@ -67,7 +67,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     counts = result.counts
     print(
         f"{counts['completed']} completed, {counts['diverged']} diverged, "
-        f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {result.paths.home}"
+        + (f"{counts['stopped']} stopped by ASHA, " if counts["stopped"] else "")
+        + f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {result.paths.home}"
     )
     return 0 if result.ok else 1
 

@@ -285,16 +285,3 @@ class WandbConfig(Section):
     """auto: online when an API key or login exists, else offline."""
     log_every: PositiveInt = 50
     """Steps between logs of the training loss, eta and G."""
-
-
-class SweepConfig(Section):
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    baselines: list[dict[str, Any]] = Field(default_factory=list)
-    max_concurrent_trials: PositiveInt | None = None
-    max_failures: int = Field(default=0, ge=-1)
-    """Tune restarts a failed trial this many times (-1: without end), from its last
-    checkpoint; e.g. for spot nodes. (``scaling.max_failures`` is Train's, inside a
-    multi-worker trial: a lost worker restarts the worker group.)"""
-    report: bool = True
-    """Run ``agd-ray report`` on the results when the sweep ends."""

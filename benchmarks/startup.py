@@ -30,11 +30,13 @@ def main() -> None:
     p.add_argument("command", nargs="?", default="train", choices=("train", "sweep"))
     p.add_argument("config", nargs="?", default="experiments/quickstart.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--wandb", action="store_true", help="keep W&B on (offline here)")
+    p.add_argument("--brief", action="store_true", help="leave out the epochs' marks")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "timeline.log")
         cmd = ["uv", "run", "agd-ray", args.command, args.config, "--out", tmp]
-        for item in ["wandb.mode=disabled", *args.overrides]:
+        for item in [*([] if args.wandb else ["wandb.mode=disabled"]), *args.overrides]:
             cmd += ["--set", item]
         start = time.time()
         done = subprocess.run(cmd, env={**os.environ, ENV: log}, capture_output=True, text=True)
@@ -46,6 +48,8 @@ def main() -> None:
         print(f"{'t (s)':>7} {'gap':>6}  process  mark")
         for t, pid, phase in read(log):
             who = pids.setdefault(pid, "driver" if not pids else f"proc {len(pids)}")
+            if args.brief and " reported" in phase:
+                continue
             print(f"{t - start:7.2f} {t - previous:6.2f}  {who:<7}  {phase}")
             previous = t
         print(f"{wall:7.2f} {start + wall - previous:6.2f}  driver   exit")

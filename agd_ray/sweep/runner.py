@@ -33,12 +33,14 @@ from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
+from agd_ray.sweep.scheduler import make_scheduler
 from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
+from agd_ray.timeline import mark
 from agd_ray.trial import TrialOutcome, TrialSpec
 
-STATUSES = ("completed", "diverged", "failed", "unfinished")
+STATUSES = ("completed", "diverged", "stopped", "failed", "unfinished")
 
 
 @dataclass
@@ -140,6 +142,7 @@ def run_sweep(
         if spec.fingerprint:
             fingerprints[spec.name] = spec.fingerprint
     paths = run_paths(cfg, out)
+    mark("driver: trials expanded, data prepared")
     with HomeLock(paths.home):
         return _run(cfg, specs, paths, resume, echo, verbose, fingerprints)
 
@@ -179,6 +182,7 @@ def _run(
         from agd_ray.train.resources import check_resources
 
         ensure_ray(verbose)
+        mark("driver: ray ready")
         check_resources([s.config for s in todo], grid_key, trials=True)
     home.write_bytes(CONFIG_FILE, dump_config(cfg).encode())  # --resume from the home alone
     prov = provenance(cfg, fingerprints)
@@ -193,9 +197,11 @@ def _run(
     where = f"{paths.out_dir}" + (f" and {paths.home}" if paths.remote else "")
     echo(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
-        f"{concurrency} at a time -> {where}"
+        f"{concurrency} at a time"
+        + (", ASHA on the baselines' grids" if cfg.sweep.scheduler == "asha" else "")
+        + f" -> {where}"
     )
-    trainable = make_trainable(specs, paths)
+    trainable = make_trainable(specs, paths, every_epoch=cfg.sweep.scheduler == "asha")
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment
@@ -209,6 +215,7 @@ def _run(
             param_space=param_space(todo),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrency,
+                scheduler=make_scheduler(cfg, specs),
                 reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
@@ -222,8 +229,11 @@ def _run(
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
             ),
         )
+    mark("driver: tuner.fit starts")
     tuner.fit()
+    mark("driver: tuner.fit returned")
     outcomes = store.all()
     save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, prov)
+    mark("driver: results written")
     echo(f"sweep {cfg.name} finished in {time.perf_counter() - start:.1f}s")
     return SweepResult(cfg, specs, outcomes, paths)

@@ -27,6 +27,7 @@ class Entry:
     compute: float  # 6 x params x samples (language models: tokens), summed over the grid
     wall_s: float
     diverged: int
+    stopped: int = 0  # by ASHA: their compute counts, they are not chosen
 
 
 def select_best(runs: list[dict]) -> tuple[dict | None, str]:
@@ -44,10 +45,10 @@ def _finite(value) -> bool:
 
 def summarise(rows: list[dict], agd: str = "agd") -> dict[str, list[Entry]]:
     """{group: [AGD's entry, then one per baseline]} from trials.parquet rows
-    (finished trials only: completed or diverged)."""
+    (finished trials only: completed, diverged, or stopped by ASHA)."""
     by_group: dict[str, dict[str, list[dict]]] = {}
     for row in rows:
-        if row["status"] in ("completed", "diverged"):
+        if row["status"] in ("completed", "diverged", "stopped"):
             by_group.setdefault(row["group"], {}).setdefault(row["optimizer.name"], []).append(row)
 
     table = {}
@@ -71,6 +72,7 @@ def summarise(rows: list[dict], agd: str = "agd") -> dict[str, list[Entry]]:
                     compute=sum(6.0 * (r["params"] or 0) * _processed(r) for r in runs),
                     wall_s=float(sum(r["wall_s"] or 0.0 for r in runs)),
                     diverged=sum(1 for r in runs if r["status"] == "diverged"),
+                    stopped=sum(1 for r in runs if r["status"] == "stopped"),
                 )
             )
         table[group] = entries
@@ -101,7 +103,9 @@ def format_summary(table: dict[str, list[Entry]]) -> str:
 
     for group, entries in sorted(table.items(), key=lambda item: group_order(item[0])):
         for i, e in enumerate(entries):
-            div = f" ({e.diverged} diverged)" if e.diverged else ""
+            notes = [f"{e.diverged} diverged"] * bool(e.diverged)
+            notes += [f"{e.stopped} stopped by ASHA"] * bool(e.stopped)
+            div = f" ({', '.join(notes)})" if notes else ""
             lines.append(
                 f"{names[group] if i == 0 else '':<{w}} {e.optimizer:<{o}} {num(e.val_loss, 8)} "
                 f"{num(e.test_loss, 9)} {num(e.best_acc, 8)} {e.best_setting:<13} "

@@ -32,6 +32,15 @@ from agd_ray.train.wandb_logger import shutdown_service
 from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
 
+class Stopped(BaseException):
+    """A trial that Tune's scheduler stopped, with what it had trained. A
+    BaseException, as Tune's own SystemExit: the trial must end, not be retried."""
+
+    def __init__(self, outcome: TrialOutcome):
+        super().__init__(outcome.trial_id)
+        self.outcome = outcome
+
+
 def param_space(todo: list[TrialSpec]) -> dict[str, Any]:
     """Tune's param space: one trial per spec, named by its id."""
     from ray import tune
@@ -44,9 +53,10 @@ def trial_name(trial) -> str:
     return trial.config["trial_id"]
 
 
-def make_trainable(specs: list[TrialSpec], paths: RunPaths) -> Callable:
+def make_trainable(specs: list[TrialSpec], paths: RunPaths, every_epoch: bool = False) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
-    trial's resources (``trial_resources``)."""
+    trial's resources (``trial_resources``). ``every_epoch``: in-process trials report
+    every epoch's metrics to Tune (ASHA decides on them), not only checkpoints."""
     from ray import tune
 
     by_id = {s.trial_id: s for s in specs}
@@ -54,7 +64,8 @@ def make_trainable(specs: list[TrialSpec], paths: RunPaths) -> Callable:
     def resources(params: dict[str, Any]) -> dict[str, float]:
         return trial_resources(_spec(by_id, params["trial_id"]))
 
-    return tune.with_resources(tune.with_parameters(run_trial, specs=by_id, paths=paths), resources)
+    trainable = tune.with_parameters(run_trial, specs=by_id, paths=paths, every_epoch=every_epoch)
+    return tune.with_resources(trainable, resources)
 
 
 def _spec(specs: dict[str, TrialSpec], trial_id: str) -> TrialSpec:
@@ -67,7 +78,9 @@ def _spec(specs: dict[str, TrialSpec], trial_id: str) -> TrialSpec:
         ) from None
 
 
-def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPaths) -> None:
+def run_trial(
+    params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPaths, every_epoch=False
+) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
 
@@ -83,9 +96,14 @@ def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPat
     started = time.time()
     try:
         if spec.config.scaling.num_workers == 1:
-            outcome = _train_in_process(spec.config, trial)
+            outcome = _train_in_process(spec.config, trial, every_epoch)
         else:
             outcome = _train_on_workers(spec.config, trial, paths.train_runs)
+    except Stopped as stop:  # by ASHA: store what it trained, then end as Tune expects
+        stop.outcome.started, stop.outcome.finished = started, time.time()
+        store.put(stop.outcome)
+        mark(f"trial {trial_id}: stopped, outcome stored")
+        raise SystemExit(0) from None
     except Exception as err:
         store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
         raise  # Tune marks the trial errored; --resume runs it again
@@ -98,11 +116,18 @@ def run_trial(params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPat
         raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
 
 
-def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo) -> TrialOutcome:
+def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo, every_epoch: bool) -> TrialOutcome:
     from agd_ray.train.loop import run_training
     from agd_ray.train.session import tune_session
 
-    value = run_training(cfg, tune_session(cfg), trial)
+    session = tune_session(cfg, report_every_epoch=every_epoch)
+    try:
+        value = run_training(cfg, session, trial)
+    except SystemExit:  # Tune's way of ending a trial its scheduler (ASHA) stopped
+        rows = session.reported
+        history = [{k: v for k, v in r.items() if k not in ("status", "params")} for r in rows]
+        params = rows[-1]["params"] if rows else None
+        raise Stopped(TrialOutcome(trial.trial_id, "stopped", history, params)) from None
     return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,10 @@ class Session:
     get_dataset_shard: Callable[[str], Any] | None = None  # streaming (Ray Data) splits
     report_every_epoch: bool = True
     """False in-process under Tune: the history reaches the driver in the trial's
-    outcome, so only checkpoints are reported (each report is a driver round trip)."""
+    outcome, so only checkpoints are reported (each report is a driver round trip),
+    unless a scheduler (ASHA) decides on every epoch."""
+    reported: list = field(default_factory=list)
+    """Under Tune, every metrics dict reported so far (a stopped trial's history)."""
 
 
 def train_session() -> Session:
@@ -113,7 +116,7 @@ def local_session(run_dir: str, on_report: Callable[[dict], None]) -> Session:
     )
 
 
-def tune_session(cfg: ExperimentConfig) -> Session:
+def tune_session(cfg: ExperimentConfig, report_every_epoch: bool = False) -> Session:
     """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune;
     streaming datasets are built here and read whole."""
     import ray.train._internal.storage as tune_storage
@@ -125,14 +128,21 @@ def tune_session(cfg: ExperimentConfig) -> Session:
     datasets = None
     if streams(cfg.data):
         datasets = ray_datasets(cfg.data, cfg.train.seed, cfg.model.context)
+    reported: list[dict] = []
+
+    def report(metrics: dict, checkpoint=None) -> None:
+        reported.append(metrics)  # first: a stopped trial ends inside ray.tune.report
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
     return Session(
         rank=0,
         world=1,
         device=device,
         prepare_model=lambda m: m.to(device),
         get_checkpoint=ray.tune.get_checkpoint,
-        report=ray.tune.report,
+        report=report,
         checkpoint_class=ray.tune.Checkpoint,
         get_dataset_shard=datasets.__getitem__ if datasets else None,
-        report_every_epoch=False,
+        report_every_epoch=report_every_epoch,
+        reported=reported,
     )

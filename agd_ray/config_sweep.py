@@ -1,0 +1,34 @@
+"""The ``sweep`` section of the config: what ``agd-ray sweep`` runs (the grid, the
+seeds, the baselines' grids), and how (concurrency, failures, ASHA)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from agd_ray.config_sections import Section
+
+
+class SweepConfig(Section):
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baselines: list[dict[str, Any]] = Field(default_factory=list)
+    max_concurrent_trials: PositiveInt | None = None
+    max_failures: int = Field(default=0, ge=-1)
+    """Tune restarts a failed trial this many times (-1: without end), from its last
+    checkpoint; e.g. for spot nodes. (``scaling.max_failures`` is Train's, inside a
+    multi-worker trial: a lost worker restarts the worker group.)"""
+    report: bool = True
+    """Run ``agd-ray report`` on the results when the sweep ends."""
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    """fifo: every trial trains to the end. asha: Ray Tune's ASHA stops a baseline's
+    grid points whose validation loss lags the others' at the same epoch, within each
+    tuning group (architecture x seed) and optimizer; AGD's single runs (and any
+    optimizer with one run per group) are never stopped. Stopped trials are stored
+    with status ``stopped`` and what they trained counts in the compute accounting."""
+    grace_epochs: PositiveInt | None = None
+    """asha: epochs every trial trains before it can be stopped (default: a quarter of
+    train.epochs, at least 1)."""
+    reduction_factor: PositiveFloat = Field(default=3.0, gt=1.0)
+    """asha: 1/reduction_factor of the trials at each rung go on to the next."""
