@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveInt
 
 from agd_ray.config_sections import Section
 
@@ -30,5 +30,5 @@ class SweepConfig(Section):
     grace_epochs: PositiveInt | None = None
     """asha: epochs every trial trains before it can be stopped (default: a quarter of
     train.epochs, at least 1)."""
-    reduction_factor: PositiveFloat = Field(default=3.0, gt=1.0)
+    reduction_factor: float = Field(default=3.0, gt=1.0)
     """asha: 1/reduction_factor of the trials at each rung go on to the next."""
