@@ -101,17 +101,7 @@ class ExperimentConfig(Section):
             if "loss" in self.train.model_fields_set and self.train.loss != "xent":
                 raise ValueError("train.loss: gpt is trained with cross-entropy (xent)")
             object.__setattr__(self.train, "loss", "xent")
-        if self.sweep.scheduler == "asha":
-            if self.data.val_fraction == 0 and not self.data.is_text:
-                raise ValueError(
-                    "sweep.scheduler: asha stops runs on their validation loss, and "
-                    "data.val_fraction is 0 (no validation split)"
-                )
-            if (self.sweep.grace_epochs or 1) > self.train.epochs:
-                raise ValueError(
-                    f"sweep.grace_epochs: {self.sweep.grace_epochs} is more than "
-                    f"train.epochs={self.train.epochs}"
-                )
+        self.sweep.check_scheduler(self.data, self.train)
         if self.model.arch != "fcn" and self.data.name == "mnist1d":
             raise ValueError(f"model.arch: {self.model.arch} needs image data; mnist1d is 1-D")
         if self.model.arch == "vgg16" and self.data.name == "mnist":

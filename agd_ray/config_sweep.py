@@ -32,3 +32,17 @@ class SweepConfig(Section):
     train.epochs, at least 1)."""
     reduction_factor: float = Field(default=3.0, gt=1.0)
     """asha: 1/reduction_factor of the trials at each rung go on to the next."""
+
+    def check_scheduler(self, data, train) -> None:
+        """ASHA needs a validation loss every epoch, and grace epochs within the run."""
+        if self.scheduler != "asha":
+            return
+        if data.val_fraction == 0 and not data.is_text:
+            raise ValueError(
+                "sweep.scheduler: asha stops runs on their validation loss, and "
+                "data.val_fraction is 0 (no validation split)"
+            )
+        if (self.grace_epochs or 1) > train.epochs:
+            raise ValueError(
+                f"sweep.grace_epochs: {self.grace_epochs} is more than train.epochs={train.epochs}"
+            )
