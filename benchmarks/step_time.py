@@ -3,13 +3,16 @@
     uv run python benchmarks/step_time.py [--device cpu|cuda] [--repeats 20] [--compile]
 
 Two tables, every time the median of ``--repeats`` runs taken in turn (the
-optimizers interleaved, so that machine noise hits them alike; compare ratios):
+optimizers interleaved, so that machine noise hits them alike, in a fresh random
+order each time: in a fixed order the one that runs first was measured up to 0.1x
+slower against SGD; compare ratios):
 
 1. The optimizer step alone on 8 weights of 1024x1024 with fixed random gradients
    (AGD's goals: <= 0.8x torch.optim.Adam(foreach=True), <= 1.6x SGD(foreach=True)).
 2. A whole training step (forward, backward, step) of the 8x1024 FCN on a batch of
    128 MNIST-1D-sized inputs, and of the pre-activation ResNet-18 on a batch of 32
-   CIFAR-sized images, for every optimizer; ratio to SGD.
+   CIFAR-sized images, for every optimizer; ratio to SGD. The one-pass curvature
+   step takes its gradient itself (one forward-over-reverse pass, no backward).
 
 Needs only torch (no Ray): it also runs on a bare GPU machine.
 """
@@ -17,6 +20,7 @@ Needs only torch (no Ray): it also runs on a bare GPU machine.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -30,13 +34,17 @@ def sync(device: torch.device) -> None:
 
 
 def median_ms(fns: dict, repeats: int, device: torch.device, warmup: int = 3) -> dict:
-    """Median wall time of each fn over ``repeats`` interleaved rounds, in ms."""
+    """Median wall time of each fn over ``repeats`` interleaved rounds (each in a
+    random order, seeded), in ms."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(repeats):
-        for k, fn in fns.items():
+        rng.shuffle(order)
+        for k in order:
+            fn = fns[k]
             sync(device)
             start = time.perf_counter()
             fn()
@@ -47,6 +55,7 @@ def median_ms(fns: dict, repeats: int, device: torch.device, warmup: int = 3) ->
 
 def make_optimizer(name: str, model: nn.Module, compile_step: bool):
     from agd_ray.optim import AGD, AGDSpectral, CurvatureStep
+    from agd_ray.optim.curvature import CurvatureStepOnePass
 
     if name == "agd":
         opt = AGD.from_model(model)
@@ -54,12 +63,14 @@ def make_optimizer(name: str, model: nn.Module, compile_step: bool):
         opt = AGDSpectral.from_model(model)
     elif name == "curvature":
         opt = CurvatureStep(model.parameters(), direction="adam", lam=0.5)
+    elif name == "curvature_onepass":
+        opt = CurvatureStepOnePass(model.parameters(), direction="adam", lam=0.5)
     elif name == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, foreach=True)
     step = opt.step
-    if compile_step and name != "curvature":
+    if compile_step and not name.startswith("curvature"):
         step = torch.compile(opt.step)
     return opt, step
 
@@ -81,6 +92,7 @@ def training_step_table(args, device, arch: str) -> dict:
     from agd_ray.models import FCN
     from agd_ray.models.resnet import preact_resnet18
     from agd_ray.optim import CurvatureStep, orthogonal_init_
+    from agd_ray.optim.curvature import CurvatureStepOnePass
 
     torch.manual_seed(0)
     if arch == "fcn":
@@ -89,22 +101,27 @@ def training_step_table(args, device, arch: str) -> dict:
         x = torch.randn(32, 3, 32, 32, device=device)
         y = torch.randint(0, 10, (32,), device=device)
     fns = {}
-    for name in ("agd", "agd_spectral", "curvature", "adam", "sgd"):
+    for name in ("agd", "agd_spectral", "curvature", "curvature_onepass", "adam", "sgd"):
         model = FCN(8, 1024, 40, 10) if arch == "fcn" else preact_resnet18(3, 10)
         model = orthogonal_init_(model).to(device)
         opt, step = make_optimizer(name, model, args.compile)
         names = [n for n, _ in model.named_parameters()]
         buffers = dict(model.named_buffers())
 
-        def loss_fn(params, model=model, names=names, buffers=buffers):
-            state = {
-                **{k: b.clone() for k, b in buffers.items()},
-                **dict(zip(names, params, strict=True)),
-            }
-            return nn.functional.cross_entropy(torch.func.functional_call(model, state, (x,)), y)
+        def loss_fn(params, model=model, names=names, buffers=buffers, output=False):
+            # the exact step's second pass runs on copies of the buffers; the one-pass
+            # step's only pass updates them, as the training loop's forward would
+            buffers = buffers if output else {k: b.clone() for k, b in buffers.items()}
+            state = {**buffers, **dict(zip(names, params, strict=True))}
+            out = torch.func.functional_call(model, state, (x,))
+            loss = nn.functional.cross_entropy(out, y)
+            return (loss, out) if output else loss
 
         def train_step(model=model, opt=opt, step=step, loss_fn=loss_fn):
             opt.zero_grad(set_to_none=True)
+            if isinstance(opt, CurvatureStepOnePass):  # its pass is the backward
+                opt.step(loss_fn=lambda params: loss_fn(params, output=True))
+                return
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             if isinstance(opt, CurvatureStep):

@@ -61,31 +61,17 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-EXTRA_SCALES = {"bias": "sqrt_n", "shift": "sqrt_n", "gain": "one"}
+from agd_ray.optim.agd_plan import (
+    EXTRA_SCALES,
+    StepPlan,
+    as_submatrices,
+    extra_scale,
+    scale,
+    submatrix_norms,
+    weight_norms,
+)
 
-
-def scale(weight: Tensor) -> float:
-    """The paper's per-layer scale s_k = sqrt(d_out/d_in) (/ sqrt(kx*ky) for kernels)."""
-    if weight.ndim < 2:
-        raise ValueError(f"AGD's scale is defined for matrices, got shape {tuple(weight.shape)}")
-    d_out, d_in = weight.shape[0], weight.shape[1]
-    receptive_field = math.prod(weight.shape[2:])  # 1 for a matrix
-    return math.sqrt(d_out / d_in) / math.sqrt(receptive_field)
-
-
-def extra_scale(role: str, p: Tensor) -> float:
-    """s_e of a bias/shift (sqrt(n)) or a gain (1)."""
-    return math.sqrt(p.numel()) if role in ("bias", "shift") else 1.0
-
-
-def as_submatrices(t: Tensor) -> Tensor:
-    """View a weight (or its gradient) as (d_out, d_in, n_sub): n_sub = 1 for a matrix."""
-    return t.reshape(t.shape[0], t.shape[1], -1)
-
-
-def submatrix_norms(grad: Tensor) -> Tensor:
-    """Frobenius norm of each (d_out, d_in) sub-matrix, shape (n_sub,), accumulated in fp32."""
-    return torch.linalg.vector_norm(as_submatrices(grad), dim=(0, 1), dtype=torch.float32)
+__all__ = ["AGD", "agd_update", "as_submatrices", "scale"]
 
 
 def agd_update(
@@ -132,31 +118,6 @@ def agd_update(
     return G, eta, updates
 
 
-# The fast path of ``agd_update``: everything below computes the same step.
-
-
-def frobenius_norms(tensors: list[Tensor]) -> Tensor:
-    """||t||_F of each tensor, stacked, fp32: one read of each. On a GPU (or for
-    half-precision tensors) a single foreach kernel with fp32 accumulation; on a CPU,
-    BLAS dot products, which read memory about twice as fast as torch's norm there."""
-    if tensors[0].device.type == "cpu" and all(
-        t.dtype in (torch.float32, torch.float64) and t.is_contiguous() for t in tensors
-    ):
-        flat = [t.view(-1) for t in tensors]
-        return torch.stack([torch.dot(f, f) for f in flat]).float().sqrt()
-    return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
-
-
-def weight_norms(grads: list[Tensor]) -> Tensor:
-    """||grad||_F of every weight sub-matrix, concatenated in order, fp32: the
-    matrices' in one ``frobenius_norms`` pass, each kernel's per sub-matrix."""
-    matrices = [g for g in grads if g.ndim == 2]
-    if len(matrices) == len(grads):
-        return frobenius_norms(grads)
-    mats = iter(frobenius_norms(matrices).split(1) if matrices else ())
-    return torch.cat([next(mats) if g.ndim == 2 else submatrix_norms(g) for g in grads])
-
-
 class AGD(torch.optim.Optimizer):
     """Automatic Gradient Descent: no learning rate, no schedule.
 
@@ -168,8 +129,10 @@ class AGD(torch.optim.Optimizer):
 
     After each ``step()``, ``opt.eta`` (and ``opt.G``) is the step's eta as a 0-dim
     tensor on the parameters' device (``float(opt.eta)`` reads it; no host sync
-    inside ``step``). It is overwritten in place by the next step: ``opt.eta.clone()``
-    keeps one. A variant of AGD overrides ``directions`` (see ``AGDSpectral``).
+    inside ``step`` on a GPU; on a CPU, where the tensors already are on the host,
+    the step computes its few scalars in Python). It is overwritten in place by the
+    next step: ``opt.eta.clone()`` keeps one. A variant of AGD overrides
+    ``directions`` (see ``AGDSpectral``).
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], gain: float = 1.0):
@@ -197,7 +160,7 @@ class AGD(torch.optim.Optimizer):
         device = next((p.device for g in self.param_groups for p in g["params"]), None)
         self.eta: Tensor = torch.zeros((), device=device)
         self.G: Tensor = torch.zeros((), device=device)
-        self._plans: dict[tuple, _Plan] = {}
+        self._plans: dict[tuple, StepPlan] = {}
 
     @classmethod
     def from_model(cls, model: nn.Module, gain: float = 1.0) -> AGD:
@@ -238,15 +201,15 @@ class AGD(torch.optim.Optimizer):
         present = tuple(p.grad is not None for g in self.param_groups for p in g["params"])
         plan = self._plans.get(present)
         if plan is None:
-            plan = self._plans[present] = _Plan(self.param_groups, self.depth)
+            plan = self._plans[present] = StepPlan(self.param_groups, self.depth)
         if plan.params:
             self._update(plan)
         return loss
 
-    def _update(self, plan: _Plan) -> None:
-        """``agd_update``, fast: L * G, eta, then p <- p - factor * D for every tensor in
-        one fused multiply-add each, factor = gain * (eta/L) * s / d (0-dim, or one per
-        kernel sub-matrix). Few small ops: at 8 tensors they cost as much as a pass."""
+    def _update(self, plan: StepPlan) -> None:
+        """``agd_update``, fast: the norms (one read of each gradient), L * G, eta, then
+        p <- p - factor * D for every tensor in one fused multiply-add each, with
+        factor = gain * (eta/L) * s / d (0-dim, or one per kernel sub-matrix)."""
         LG, coefs, directions = [], [], []
         if plan.weights:
             t, directions, d = self.directions([p.grad for p in plan.weights])
@@ -256,79 +219,26 @@ class AGD(torch.optim.Optimizer):
             extras_LG, extras_coef = plan.extra_terms()
             LG.append(extras_LG)
             coefs.append(extras_coef)
-        G = (LG[0] if len(LG) == 1 else LG[0] + LG[1]) / self.depth
+        LG = LG[0] if len(LG) == 1 else LG[0] + LG[1]
+        coefs = coefs[0] if len(coefs) == 1 else torch.cat(coefs)
+        grads = directions + [p.grad for p in plan.extra_params]
+        # in reverse: the gradients the norms read last are still in cache (measured:
+        # up to 0.07x an SGD step less than in order, on 8 x 1024^2 on 2 CPU cores)
+        params, grads = plan.params[::-1], grads[::-1]
+        if plan.on_host and not torch.compiler.is_compiling():
+            # A CPU's tensors are on the host: reading two syncs nothing, and the tiny
+            # tensor ops they replace cost ~10 us each once the norm pass has flushed
+            # the caches (measured: 0.04-0.05x an SGD step less, 8 x 1024^2, 2 cores)
+            G = LG.item() / self.depth
+            eta = math.log((1 + math.sqrt(1 + 4 * G)) / 2)
+            self.G.fill_(G)
+            self.eta.fill_(eta)
+            factors = [-eta * c for c in coefs.tolist()[::-1]]
+            torch._foreach_addcmul_(params, grads, plan.ones[::-1], factors)
+            return
+        G = LG / self.depth
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
         self.G.copy_(G)
         self.eta.copy_(eta)
-        factors = plan.per_tensor((coefs[0] if len(coefs) == 1 else torch.cat(coefs)) * eta)
-        grads = directions + [p.grad for p in plan.extra_params]
-        # in reverse: the gradients the norms read last are still in cache (measured:
-        # 0.05-0.1x an SGD step less than in order, on 8 x 1024^2 on 2 CPU cores)
-        torch._foreach_addcmul_(plan.params[::-1], grads[::-1], factors[::-1], value=-1)
-
-
-class _Plan:
-    """The parameters with a gradient, their scales and gains as device tensors."""
-
-    def __init__(self, param_groups: list[dict], depth: int):
-        self.weights: list[Tensor] = []  # weight tensors with a gradient
-        self.extras: list[list[tuple[str, Tensor]]] = []  # per layer: its extras with a grad
-        w_scale, w_gain, e_scale, e_gain = [], [], [], []
-        for group in param_groups:
-            roles = group["roles"] or ["weight"] * len(group["params"])
-            block = []
-            for p, role in zip(group["params"], roles, strict=True):
-                if p.grad is None:
-                    continue
-                if role == "weight":
-                    self.weights.append(p)
-                    n_sub = math.prod(p.shape[2:])
-                    w_scale += [scale(p)] * n_sub
-                    w_gain += [group["gain"]] * n_sub
-                else:
-                    block.append((role, p))
-                    e_scale.append(extra_scale(role, p))
-                    e_gain.append(group["gain"])
-            if block:
-                self.extras.append(block)
-        self.extra_params = [p for block in self.extras for _, p in block]
-        self.params = self.weights + self.extra_params
-        if not self.params:
-            return
-        device = self.params[0].device
-        f32 = dict(device=device, dtype=torch.float32)
-        self.w_scale = torch.tensor(w_scale, **f32)
-        self.e_scale = torch.tensor(e_scale, **f32)
-        # gain * s / L: each factor but for eta and the norm
-        self.w_coef = torch.tensor(w_gain, **f32) * self.w_scale / depth
-        self.e_coef = torch.tensor(e_gain, **f32) * self.e_scale / depth
-        # which layer block each extra belongs to, for the blocks' joint norms
-        self.e_block = torch.tensor(
-            [i for i, block in enumerate(self.extras) for _ in block], device=device
-        )
-        self.sizes = [math.prod(p.shape[2:]) for p in self.weights] + [1] * len(e_scale)
-        # each factor's shape to broadcast: (kx, ky) over a kernel's sub-matrices (any
-        # memory layout), 0-dim for a matrix or an extra
-        self.shapes = [tuple(p.shape[2:]) for p in self.weights] + [()] * len(e_scale)
-        self.one_factor_each = all(size == 1 for size in self.sizes)
-        self.dtypes = [p.dtype for p in self.params]
-        self.fp32 = all(dtype == torch.float32 for dtype in self.dtypes)
-
-    def per_tensor(self, factors: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
-        """Split the factors (one per sub-matrix and extra) into each tensor's: a 0-dim
-        view, or (kx, ky) for a kernel, in the tensor's dtype."""
-        if self.one_factor_each:
-            out = factors.unbind()
-        else:
-            out = [f.view(s) for f, s in zip(factors.split(self.sizes), self.shapes, strict=True)]
-        if self.fp32:
-            return out
-        return [f.to(dtype) for f, dtype in zip(out, self.dtypes, strict=True)]
-
-    def extra_terms(self) -> tuple[Tensor, Tensor]:
-        """The extras' part of L * G, and gain * s_e / (L * N_k) of each."""
-        n = frobenius_norms([p.grad for p in self.extra_params])
-        blocks = torch.zeros(len(self.extras), device=n.device)
-        blocks = blocks.index_add_(0, self.e_block, n.square()).sqrt()
-        N = blocks[self.e_block].clamp_min(torch.finfo(n.dtype).tiny)
-        return (self.e_scale * n.square() / N).sum(), self.e_coef / N
+        factors = plan.per_tensor(coefs * eta)
+        torch._foreach_addcmul_(params, grads, factors[::-1], value=-1)
