@@ -263,5 +263,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The console script: ``main``, then a quick exit. Once the command is done and
+    the exit handlers (Ray's shutdown, W&B's, logging's) have run, the interpreter's
+    teardown of torch's and Ray's modules only spends time (1.2 s of a 15 s
+    ``agd-ray train`` on 2 cores), so it is skipped when no other thread is left."""
+    import atexit
+    import threading
+
+    code = main()
+    if threading.active_count() > 1:  # a thread that may still write: a normal exit
+        sys.exit(code)
+    atexit._run_exitfuncs()  # CPython's own exit step (then cleared), before teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -11,7 +11,6 @@ from agd_ray.data import DataSpec
 from agd_ray.models import FCN, build_model
 from agd_ray.optim import AGD, orthogonal_init_, scale
 from agd_ray.optim.agd import agd_update
-from agd_ray.optim.agd_plan import StepPlan
 
 
 def _params(*tensors):
@@ -193,20 +192,9 @@ CASES = {
 }
 
 
-def _scalars_as_on_a_gpu(opt):
-    """Plan the step with its scalars as tensor ops, as on a GPU (on a CPU, where the
-    tensors are on the host, AGD computes them in Python: both paths are tested)."""
-    present = tuple(p.grad is not None for g in opt.param_groups for p in g["params"])
-    plan = opt._plans[present] = StepPlan(opt.param_groups, opt.depth)
-    plan.on_host = False
-
-
-@pytest.mark.parametrize("scalars", ["as planned", "as on a GPU"])
 @pytest.mark.parametrize("case", CASES)
-def test_fast_step_equals_the_reference_rule(case, scalars):
+def test_fast_step_equals_the_reference_rule(case):
     params, opt = CASES[case]()
-    if scalars == "as on a GPU":
-        _scalars_as_on_a_gpu(opt)
     # agd_update's inputs, from the optimizer's layers: weights, then each layer's extras
     weights, extras, blocks = [], [], []
     for group in opt.param_groups:

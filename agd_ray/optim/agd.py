@@ -55,7 +55,6 @@ are all-reduced before ``step()``, so every rank takes the identical step.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -129,10 +128,8 @@ class AGD(torch.optim.Optimizer):
 
     After each ``step()``, ``opt.eta`` (and ``opt.G``) is the step's eta as a 0-dim
     tensor on the parameters' device (``float(opt.eta)`` reads it; no host sync
-    inside ``step`` on a GPU; on a CPU, where the tensors already are on the host,
-    the step computes its few scalars in Python). It is overwritten in place by the
-    next step: ``opt.eta.clone()`` keeps one. A variant of AGD overrides
-    ``directions`` (see ``AGDSpectral``).
+    inside ``step``). It is overwritten in place by the next step: ``opt.eta.clone()``
+    keeps one. A variant of AGD overrides ``directions`` (see ``AGDSpectral``).
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], gain: float = 1.0):
@@ -225,17 +222,6 @@ class AGD(torch.optim.Optimizer):
         # in reverse: the gradients the norms read last are still in cache (measured:
         # up to 0.07x an SGD step less than in order, on 8 x 1024^2 on 2 CPU cores)
         params, grads = plan.params[::-1], grads[::-1]
-        if plan.on_host and not torch.compiler.is_compiling():
-            # A CPU's tensors are on the host: reading two syncs nothing, and the tiny
-            # tensor ops they replace cost ~10 us each once the norm pass has flushed
-            # the caches (measured: 0.04-0.05x an SGD step less, 8 x 1024^2, 2 cores)
-            G = LG.item() / self.depth
-            eta = math.log((1 + math.sqrt(1 + 4 * G)) / 2)
-            self.G.fill_(G)
-            self.eta.fill_(eta)
-            factors = [-eta * c for c in coefs.tolist()[::-1]]
-            torch._foreach_addcmul_(params, grads, plan.ones[::-1], factors)
-            return
         G = LG / self.depth
         eta = torch.log((1 + torch.sqrt(1 + 4 * G)) / 2)
         self.G.copy_(G)

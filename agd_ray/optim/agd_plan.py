@@ -107,9 +107,6 @@ class StepPlan:
         self.one_factor_each = all(size == 1 for size in self.sizes)
         self.dtypes = [p.dtype for p in self.params]
         self.fp32 = all(dtype == torch.float32 for dtype in self.dtypes)
-        # on a CPU, matrices and extras: the scalars in Python, each factor a float
-        self.on_host = device.type == "cpu" and self.one_factor_each
-        self.ones = [torch.ones((), dtype=dtype) for dtype in self.dtypes]
 
     def per_tensor(self, factors: Tensor) -> list[Tensor] | tuple[Tensor, ...]:
         """Split the factors (one per sub-matrix and extra) into each tensor's: a 0-dim

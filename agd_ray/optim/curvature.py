@@ -11,18 +11,19 @@ the learning rate by second order automatic differentiation", exact or in one pa
 A base optimizer (SGD, or Adam without its learning rate) proposes a direction d;
 the step length along d comes from the loss's curvature on this batch:
 
-    c     = <H u, u> / |u|^2          (H u by forward-over-reverse: forward-mode AD
-                                        through the gradient's backward pass)
+    c     = <H u, u> / |u|^2          (H u by reverse-over-reverse: a second backward,
+                                        of <g, u>, through the gradient's own)
     c_avg = beta3 * c_avg + (1 - beta3) * c,  bias-corrected: c_hat = c_avg / (1 - beta3^t)
     L     = max(c_hat, c)
     r     = 2 <g, d> / (L |d|^2)
     theta <- theta - lam * r * d
 
 ``CurvatureStep`` (exact) takes u = d: the direction needs this batch's gradient, so
-after the ordinary backward it runs a second, forward-over-reverse pass (about three
-times a forward and backward). ``CurvatureStepOnePass`` takes u = the previous step's
-direction d_{t-1}, known before the batch: one forward-over-reverse pass gives the
-gradient g and H d_{t-1} together, and replaces the backward (its ``step`` takes the
+after the ordinary backward it runs a second forward, and the gradient's backward
+kept differentiable, then the backward of <g, d> (about 1.7 times a forward and
+backward). ``CurvatureStepOnePass`` takes u = the previous step's direction d_{t-1},
+known before the batch: one forward and those two backwards give the gradient g and
+H d_{t-1} together, and replace the ordinary backward (its ``step`` takes the
 gradient itself). It is the exact step while the curvature along the path changes
 slowly; its first step, with no previous direction, is the exact one.
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.distributed as dist
 from torch import Tensor
 
@@ -57,28 +57,37 @@ def grad_and_hvp(
     loss_fn: LossFn, params: Sequence[Tensor], tangents: Sequence[Tensor] | None
 ) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], list[Tensor] | None]:
     """loss_fn's value at ``params`` (detached), the loss's gradient g and H u for
-    the ``tangents`` u, from one forward-over-reverse pass: the forward runs on dual
-    numbers (params + eps * u) and the backward of the loss carries their tangents,
-    so each gradient comes out as g + eps * H u. ``tangents`` None: g alone."""
-    with torch.enable_grad(), fwAD.dual_level():
-        if tangents is None:
-            inputs = list(params)
-        else:
-            inputs = [fwAD.make_dual(p, u) for p, u in zip(params, tangents, strict=True)]
-        value = loss_fn(inputs)
+    the ``tangents`` u, from one forward pass: the gradient's backward keeps its own
+    graph (``create_graph``), and a second backward, of <g, u> through it, gives H u
+    (reverse-over-reverse). ``tangents`` None: g alone, by a plain backward.
+
+    Reverse-over-reverse rather than forward-over-reverse (dual numbers through the
+    forward, tangents carried by the backward): the same H u, at 1.7x a plain forward
+    and backward against 3.4x on 2 CPU cores (an 8 x 1024 FCN, batch 128; torch's
+    dual tensors carry a tangent through every op, both passes)."""
+    with torch.enable_grad():
+        value = loss_fn(params)
         loss = value[0] if isinstance(value, tuple) else value
-        grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
-        duals = [fwAD.unpack_dual(g) for g in grads]
-        g = [x.primal for x in duals]
+        grads = torch.autograd.grad(
+            loss, params, create_graph=tangents is not None, materialize_grads=True
+        )
         hu = None
         if tangents is not None:
-            hu = [x.tangent if x.tangent is not None else torch.zeros_like(x.primal) for x in duals]
+            gu = sum(
+                torch.dot(g.reshape(-1), u.reshape(-1).to(g.dtype))
+                for g, u in zip(grads, tangents, strict=True)
+                if g.requires_grad
+            )
+            if isinstance(gu, Tensor) and gu.requires_grad:
+                hu = list(torch.autograd.grad(gu, params, materialize_grads=True))
+            else:  # the gradient does not depend on the parameters: H = 0
+                hu = [torch.zeros_like(p) for p in params]
 
-        def primal(x):
-            return fwAD.unpack_dual(x).primal.detach() if isinstance(x, Tensor) else x
+    def detached(x):
+        return x.detach() if isinstance(x, Tensor) else x
 
-        value = tuple(map(primal, value)) if isinstance(value, tuple) else primal(value)
-    return value, g, hu
+    value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
+    return value, [g.detach() for g in grads], hu
 
 
 def _sum_of_dots(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:

@@ -41,8 +41,7 @@ def loss_fn(kind: str, num_classes: int):
     target_scale = math.sqrt(num_classes)
 
     def square_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # F.mse_loss's backward cannot be differentiated forward-mode (the curvature
-        # step's H d); this is the same mean of squares.
+        # the mean of squares, as F.mse_loss(out, target)
         target = F.one_hot(y, num_classes).to(out.dtype) * target_scale
         return (out - target).square().mean()
 
