@@ -6,10 +6,14 @@ One training step as the training loop takes it (``agd_ray.train.step``), on an 
 (``--depth`` x ``--width``, MNIST-1D-sized inputs, batch ``--batch``), square loss:
 
 - sgd, adam: forward, backward, torch's step (foreach);
-- curvature (exact): forward, backward, then the step's forward-over-reverse pass
-  along this step's direction d;
-- curvature_onepass: one forward-over-reverse pass along the previous direction,
-  which gives the gradient too (no separate forward and backward).
+- curvature (exact, ``CurvatureStep``'s API): forward, backward, then the step's
+  second forward and its two backwards for H d along this step's direction d;
+- curvature_onepass: one forward, the gradient's backward kept differentiable, and
+  the backward of <g, u> for H u along the previous direction (no separate forward
+  and backward);
+- curvature one forward: the same pass with u = this step's direction, computed
+  from g between the two backwards: the exact step's iterates (the training loop's
+  ``curvature``).
 
 Every round is the median of ``--repeats`` interleaved runs (machine noise hits the
 steps alike); the ratios are printed per round and their median at the end. The
@@ -36,6 +40,8 @@ STEPS = {
     "curvature adam": ("exact", "adam"),
     "curvature_onepass sgd": ("onepass", "sgd"),
     "curvature_onepass adam": ("onepass", "adam"),
+    "curvature one forward sgd": ("current", "sgd"),
+    "curvature one forward adam": ("current", "adam"),
 }
 
 
@@ -51,8 +57,9 @@ def train_step(kind: str, direction: str | None, args, x, y):
         out = functional_call(model, dict(zip(names, ps, strict=True)), (x,))
         return criterion(out, y), out
 
-    if kind == "onepass":
-        opt = CurvatureStepOnePass(params, direction=direction, lam=0.5)
+    if kind in ("onepass", "current"):  # the loop's: the step takes the gradient
+        along = "current" if kind == "current" else "previous"
+        opt = CurvatureStepOnePass(params, along=along, direction=direction, lam=0.5)
         return lambda: opt.step(loss_fn=batch_loss)
     if kind == "exact":
         opt = CurvatureStep(params, direction=direction, lam=0.5)

@@ -1,6 +1,7 @@
-"""The curvature-rescaled step, exact and one-pass (curvature along the previous
-direction, in the gradient's pass): on a quadratic each lands where its equations
-say; the one-pass step trains an FCN and a BatchNorm ResNet and resumes exactly."""
+"""The curvature-rescaled step, exact and one-pass (the gradient and the curvature
+from one forward; along the previous direction, or along this step's, which is the
+exact step): on a quadratic each lands where its equations say; the one-pass step
+trains an FCN and a BatchNorm ResNet and resumes exactly."""
 
 import copy
 
@@ -44,30 +45,36 @@ def _by_hand(A, b, theta, momentum, one_pass, steps):
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-@pytest.mark.parametrize("one_pass", [False, True], ids=["exact", "one_pass"])
-def test_both_steps_land_where_the_equations_say_on_a_quadratic(one_pass, momentum):
+@pytest.mark.parametrize("step", ["exact", "one_pass", "one_pass_current"])
+def test_the_steps_land_where_the_equations_say_on_a_quadratic(step, momentum):
     A, b, theta0 = _quadratic()
 
     def f(t):
         return 0.5 * t @ A @ t - b @ t
 
     theta = nn.Parameter(theta0.clone())
-    cls = CurvatureStepOnePass if one_pass else CurvatureStep
-    opt = cls([theta], direction="sgd", lam=LAM, momentum=momentum, beta3=BETA3)
-    expected = _by_hand(A, b, theta0, momentum, one_pass, steps=4)
+    kwargs = dict(direction="sgd", lam=LAM, momentum=momentum, beta3=BETA3)
+    if step == "exact":
+        opt = CurvatureStep([theta], **kwargs)
+    else:
+        along = "current" if step == "one_pass_current" else "previous"
+        opt = CurvatureStepOnePass([theta], along=along, **kwargs)
+    # along the current direction, in one pass, the step is the exact one
+    previous = step == "one_pass"
+    expected = _by_hand(A, b, theta0, momentum, previous, steps=4)
     for want in expected:
         before = f(theta.detach())
-        if one_pass:  # the step takes the gradient itself and returns the loss
-            assert float(opt.step(loss_fn=lambda ps: f(ps[0]))) == pytest.approx(float(before))
-            assert theta.grad is None
-        else:
+        if step == "exact":
             opt.zero_grad()
             f(theta).backward()
             opt.step(loss_fn=lambda ps: f(ps[0]))
+        else:  # the step takes the gradient itself and returns the loss
+            assert float(opt.step(loss_fn=lambda ps: f(ps[0]))) == pytest.approx(float(before))
+            assert theta.grad is None
         # the step's scalars (c, L, r) are fp32 whatever the parameters' dtype
         torch.testing.assert_close(theta.detach(), want, rtol=1e-5, atol=1e-7)
     # the two differ after the first step: the one-pass c is along the previous direction
-    other = _by_hand(A, b, theta0, momentum, not one_pass, steps=4)
+    other = _by_hand(A, b, theta0, momentum, not previous, steps=4)
     torch.testing.assert_close(other[0], expected[0], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(other[-1], expected[-1], rtol=1e-2, atol=0)
 
@@ -119,15 +126,16 @@ def test_one_pass_step_trains_an_fcn_with_the_loops_square_loss(direction):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_one_pass_step_updates_batchnorm_statistics_in_its_pass():
+@pytest.mark.parametrize("along", ["previous", "current"])
+def test_one_pass_step_updates_batchnorm_statistics_in_its_pass(along):
     torch.manual_seed(0)
     images, labels = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
     net = preact_resnet18(3, 4, bias=True, width=4)
-    opt = CurvatureStepOnePass(net.parameters(), direction="adam", lam=0.5)
+    opt = CurvatureStepOnePass(net.parameters(), along=along, direction="adam", lam=0.5)
     bn = net.bn
     losses = _train_one_pass(net, opt, images, labels, steps=12)
-    # one forward per step, and one more on the first (no previous direction yet)
-    assert int(bn.num_batches_tracked) == 12 + 1
+    # one forward per step; along the previous direction, one more on the first
+    assert int(bn.num_batches_tracked) == 12 + (along == "previous")
     assert losses[-1] < losses[0]
 
 
@@ -144,3 +152,39 @@ def test_one_pass_state_round_trips_through_a_checkpoint():
     _train_one_pass(fresh_model, fresh, x, y, steps=2)
     for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("name", ["curvature", "curvature_onepass"])
+def test_the_loop_takes_one_forward_per_curvature_step(name):
+    """The training loop's step for both registry entries is one forward (the step
+    takes the gradient itself); ``curvature`` takes the exact step's iterates."""
+    from agd_ray.config import load_config
+    from agd_ray.optim.registry import OPTIMIZERS
+    from agd_ray.train.step import Parts, train_step
+
+    cfg = load_config(None, [f"optimizer.name={name}", "optimizer.direction=adam"])
+    x, y = _data()
+    criterion = make_loss_fn("mse", 3)
+    torch.manual_seed(0)
+    model = FCN(3, 32, 10, 3, bias=True)
+    exact_model = copy.deepcopy(model)
+    entry = OPTIMIZERS[name]
+    parts = Parts(
+        model, entry.build(cfg.optimizer, model), entry, criterion, torch.device("cpu"), None
+    )
+    exact = CurvatureStep(exact_model.parameters(), direction="adam", lam=cfg.optimizer.lam)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    for step in range(1, 4):
+        loss, out = train_step(parts, x, y)
+        assert out.shape == (len(y), 3) and not loss.requires_grad
+        exact.zero_grad()
+        criterion(exact_model(x), y).backward()
+        exact.step(loss_fn=lambda ps: _one_pass_loss(exact_model, x, y, criterion)(ps)[0])
+        # along the previous direction, the first step takes one more pass
+        assert len(forwards) == step + (name == "curvature_onepass")
+    same = all(
+        torch.allclose(p, q, rtol=1e-5, atol=1e-6)
+        for p, q in zip(model.parameters(), exact_model.parameters(), strict=True)
+    )
+    assert same == (name == "curvature")

@@ -5,7 +5,7 @@ the learning rate by second order automatic differentiation", exact or in one pa
     loss.backward()
     opt.step(loss_fn=lambda params: criterion(functional_call(model, params, x), y))
 
-    opt = CurvatureStepOnePass(model.parameters(), direction="adam", lam=0.5)
+    opt = CurvatureStepOnePass(model.parameters(), along="current", direction="adam")
     loss, out = opt.step(loss_fn=lambda params: (criterion(out := f(params), y), out))
 
 A base optimizer (SGD, or Adam without its learning rate) proposes a direction d;
@@ -18,14 +18,19 @@ the step length along d comes from the loss's curvature on this batch:
     r     = 2 <g, d> / (L |d|^2)
     theta <- theta - lam * r * d
 
-``CurvatureStep`` (exact) takes u = d: the direction needs this batch's gradient, so
-after the ordinary backward it runs a second forward, and the gradient's backward
-kept differentiable, then the backward of <g, d> (about 1.7 times a forward and
-backward). ``CurvatureStepOnePass`` takes u = the previous step's direction d_{t-1},
-known before the batch: one forward and those two backwards give the gradient g and
-H d_{t-1} together, and replace the ordinary backward (its ``step`` takes the
-gradient itself). It is the exact step while the curvature along the path changes
-slowly; its first step, with no previous direction, is the exact one.
+``CurvatureStep`` (exact, u = d) keeps torch's optimizer API: after the ordinary
+backward, its ``step`` runs a second forward, the gradient's backward kept
+differentiable, then the backward of <g, d>. ``CurvatureStepOnePass`` takes the
+gradient itself (its ``step`` replaces the backward): one forward and those two
+backwards, with u chosen between them, either
+
+- ``along="current"``: u = d, this step's direction, computed from g: the exact
+  step's iterates with one forward instead of two (the training loop's
+  ``curvature``; 3.0-3.4x an SGD step against 4.1-4.4x, ``benchmarks/curvature_step.py``);
+- ``along="previous"``: u = d_{t-1}, the previous step's direction (the loop's
+  ``curvature_onepass``): the exact step while the curvature along the path changes
+  slowly; its first step, with no previous direction, is the exact one. It costs what
+  ``current`` does: choosing u before the pass saves nothing in reverse-over-reverse.
 
 On a quadratic, f(theta - t d) = f - t <g, d> + t^2/2 <H d, d>: the exact line
 minimiser is t* = <g, d> / <H d, d>, which is lam = 1/2 (with L = c), and the loss
@@ -36,7 +41,7 @@ u) the step is skipped. Under data parallelism g and d are the same on every ran
 averaged over ranks, so every rank takes the same step.
 
 State: for direction "adam", Adam's two moments per parameter; "sgd" with momentum
-keeps one buffer; the one-pass step keeps the last direction; plus the scalar
+keeps one buffer; the one-pass step along the previous direction keeps it; plus the scalar
 curvature average. ``opt.curvature`` (c), ``opt.L`` and ``opt.rate`` (lam * r) are
 device tensors after each step.
 """
@@ -53,41 +58,51 @@ LossFn = Callable[[Sequence[Tensor]], Tensor | tuple[Tensor, ...]]
 """params -> loss, or -> (loss, anything else, e.g. the model's output)."""
 
 
-def grad_and_hvp(
-    loss_fn: LossFn, params: Sequence[Tensor], tangents: Sequence[Tensor] | None
-) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], list[Tensor] | None]:
-    """loss_fn's value at ``params`` (detached), the loss's gradient g and H u for
-    the ``tangents`` u, from one forward pass: the gradient's backward keeps its own
-    graph (``create_graph``), and a second backward, of <g, u> through it, gives H u
-    (reverse-over-reverse). ``tangents`` None: g alone, by a plain backward.
+HVP = Callable[[Sequence[Tensor]], list[Tensor]]
+"""u -> H u, by a backward through a kept gradient graph."""
 
-    Reverse-over-reverse rather than forward-over-reverse (dual numbers through the
-    forward, tangents carried by the backward): the same H u, at 1.7x a plain forward
-    and backward against 3.4x on 2 CPU cores (an 8 x 1024 FCN, batch 128; torch's
-    dual tensors carry a tangent through every op, both passes)."""
+
+def gradient_pass(
+    loss_fn: LossFn, params: Sequence[Tensor], keep_graph: bool
+) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], HVP | None]:
+    """One forward and the gradient's backward: loss_fn's value at ``params``
+    (detached), the gradient g (detached) and, with ``keep_graph``, a function
+    u -> H u. The backward keeps its own graph (``create_graph``), so that H u is
+    one more backward, of <g, u>, through it (reverse-over-reverse): u may be
+    chosen after seeing g (e.g. this step's direction), with no second forward."""
     with torch.enable_grad():
         value = loss_fn(params)
         loss = value[0] if isinstance(value, tuple) else value
-        grads = torch.autograd.grad(
-            loss, params, create_graph=tangents is not None, materialize_grads=True
-        )
-        hu = None
-        if tangents is not None:
-            gu = sum(
-                torch.dot(g.reshape(-1), u.reshape(-1).to(g.dtype))
-                for g, u in zip(grads, tangents, strict=True)
+        grads = torch.autograd.grad(loss, params, create_graph=keep_graph, materialize_grads=True)
+
+    def hvp(u: Sequence[Tensor]) -> list[Tensor]:
+        with torch.enable_grad():
+            gu = [
+                torch.dot(g.reshape(-1), t.reshape(-1).to(g.dtype))
+                for g, t in zip(grads, u, strict=True)
                 if g.requires_grad
-            )
-            if isinstance(gu, Tensor) and gu.requires_grad:
-                hu = list(torch.autograd.grad(gu, params, materialize_grads=True))
-            else:  # the gradient does not depend on the parameters: H = 0
-                hu = [torch.zeros_like(p) for p in params]
+            ]
+            if not gu:  # the gradient does not depend on the parameters: H = 0
+                return [torch.zeros_like(p) for p in params]
+            return list(torch.autograd.grad(sum(gu), params, materialize_grads=True))
 
     def detached(x):
         return x.detach() if isinstance(x, Tensor) else x
 
     value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
-    return value, [g.detach() for g in grads], hu
+    return value, [g.detach() for g in grads], hvp if keep_graph else None
+
+
+def grad_and_hvp(
+    loss_fn: LossFn, params: Sequence[Tensor], tangents: Sequence[Tensor] | None
+) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], list[Tensor] | None]:
+    """loss_fn's value, its gradient g and H u for the ``tangents`` u (None: g alone),
+    from one ``gradient_pass``. On 2 CPU cores (an 8 x 1024 FCN, batch 128), H u costs
+    3.1x a plain forward and backward this way, about what forward-over-reverse costs
+    with torch's dual tensors (3.2x): every matrix product of both passes gets its
+    tangent's two more. Reverse-over-reverse is kept for the choice of u after g."""
+    value, g, hvp = gradient_pass(loss_fn, params, keep_graph=tangents is not None)
+    return value, g, None if hvp is None else hvp(tangents)
 
 
 def _sum_of_dots(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
@@ -223,12 +238,22 @@ class CurvatureStep(torch.optim.Optimizer):
 
 
 class CurvatureStepOnePass(CurvatureStep):
-    """The curvature step with c along the previous step's direction, measured in the
-    pass that takes the gradient (module docstring). ``step(loss_fn=...)`` replaces
-    the backward: no ``loss.backward()`` before it, ``p.grad`` is neither read nor
-    set. It returns ``loss_fn``'s value (e.g. (loss, output)) at the parameters before
-    the step, detached. The first step, with no previous direction yet, calls
-    ``loss_fn`` once more (a second pass, for the curvature along d itself)."""
+    """The curvature step in the pass that takes the gradient (module docstring):
+    ``step(loss_fn=...)`` replaces the backward (no ``loss.backward()`` before it;
+    ``p.grad`` is neither read nor set) and returns ``loss_fn``'s value (e.g.
+    (loss, output)) at the parameters before the step, detached.
+
+    ``along="previous"``: c along the previous step's direction, known before the
+    batch (the first step, with none yet, calls ``loss_fn`` once more for c along d).
+    ``along="current"``: c along this step's direction d, computed from the gradient
+    between the pass's two backwards: the exact step (``CurvatureStep``'s iterates)
+    at the one-pass price, one forward instead of two."""
+
+    def __init__(self, params, along: str = "previous", **kwargs):
+        if along not in ("previous", "current"):
+            raise ValueError(f"along must be previous or current, got {along!r}")
+        super().__init__(params, **kwargs)
+        self.along = along
 
     def step(self, closure=None, *, loss_fn: LossFn | None = None):
         if loss_fn is None:
@@ -236,19 +261,24 @@ class CurvatureStepOnePass(CurvatureStep):
         params = self._params()
         prev = [self.state[p].get("direction") for p in params]
         first = any(u is None for u in prev)
-        value, g, hu = grad_and_hvp(loss_fn, params, None if first else prev)
+        value, g, hvp = gradient_pass(loss_fn, params, keep_graph=True)
         with torch.no_grad():
             if dist.is_available() and dist.is_initialized():  # DDP's all-reduce of g
                 flat = _mean_over_ranks(torch._utils._flatten_dense_tensors(g))
                 g = list(torch._utils._unflatten_dense_tensors(flat, g))
-            if first:  # no previous direction yet: the exact step
+            if self.along == "current":
+                d = self._direction(g)
+                c = self._curvature(hvp([x.detach() for x in d]), d)
+            elif first:  # no previous direction yet: the exact step, a second pass
+                hvp = None  # free the first pass's graph before the second
                 d = self._direction(g)
                 _, _, hd = grad_and_hvp(loss_fn, params, [x.detach() for x in d])
                 c = self._curvature(hd, d)
             else:  # c from d_{t-1} before the direction update (a momentum buffer is it)
-                c = self._curvature(hu, prev)
+                c = self._curvature(hvp(prev), prev)
                 d = self._direction(g)
             self._rescaled_step(params, g, d, c)
-            for p, u in zip(params, d, strict=True):
-                self.state[p]["direction"] = u
+            if self.along == "previous":
+                for p, u in zip(params, d, strict=True):
+                    self.state[p]["direction"] = u
         return value

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from agd_ray.optim.agd import AGD
-from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass
+from agd_ray.optim.curvature import CurvatureStepOnePass
 from agd_ray.optim.muon import muon_with_adamw
 from agd_ray.optim.spectral import AGDSpectral
 
@@ -89,10 +89,11 @@ def _sgd(cfg, model):
     )
 
 
-def _curvature(cls: type[CurvatureStep]):
+def _curvature(along: str):
     def build(cfg, model):
-        return cls(
+        return CurvatureStepOnePass(
             _params(model),
+            along=along,
             direction=cfg.direction,
             lam=cfg.lam,
             momentum=cfg.momentum,
@@ -120,13 +121,14 @@ OPTIMIZERS: dict[str, Entry] = {
         metrics=("eta", "G"),
     ),
     "curvature": Entry(
-        _curvature(CurvatureStep),
-        "de Gournay & Gossard's curvature-rescaled step",
+        _curvature("current"),
+        "de Gournay & Gossard's curvature-rescaled step (exact; one forward per step)",
         schedule=False,
         step_needs_loss=True,
+        step_takes_gradient=True,
     ),
     "curvature_onepass": Entry(
-        _curvature(CurvatureStepOnePass),
+        _curvature("previous"),
         "the curvature step along the previous direction, in the gradient's pass",
         schedule=False,
         step_needs_loss=True,

@@ -94,6 +94,9 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
     model, criterion = parts.model, parts.criterion
     params = [p for g in parts.optimizer.param_groups for p in g["params"]]
     parts.optimizer.zero_grad(set_to_none=True)
+    if parts.entry.step_takes_gradient:  # its one pass is the forward and backward
+        loss, out = parts.optimizer.step(loss_fn=batch_loss_fn(parts, x, y, live=True))
+        return loss, out
     half = len(y) // 2
     if measure and parts.micro_batches and half > 0 and len(y) % 2 == 0:
         with parts.forward_context():
@@ -129,18 +132,24 @@ def train_step(parts: Parts, x: torch.Tensor, y: torch.Tensor, measure: bool = T
     return loss.detach(), out.detach()
 
 
-def batch_loss_fn(parts: Parts, x: torch.Tensor, y: torch.Tensor):
+def batch_loss_fn(parts: Parts, x: torch.Tensor, y: torch.Tensor, live: bool = False):
     """The batch loss as a function of the optimizer's parameter tensors (in order),
-    for the curvature step's H d. Buffers are copies: BatchNorm's running statistics
-    are not updated a second time."""
+    for the curvature step's H d. Buffers are copies (BatchNorm's running statistics
+    are not updated a second time), unless ``live``: then the function is the step's
+    only forward, updates them, and returns (loss, output)."""
     net = unwrap(parts.model)
     names = {id(p): n for n, p in net.named_parameters()}
     order = [names[id(p)] for g in parts.optimizer.param_groups for p in g["params"]]
-    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    buffers = dict(net.named_buffers())
+    if not live:
+        buffers = {n: b.clone() for n, b in buffers.items()}
 
     def loss_of(params):
         state = {**buffers, **dict(zip(order, params, strict=True))}
-        return parts.criterion(torch.func.functional_call(net, state, (x,)), y)
+        with parts.forward_context():
+            out = torch.func.functional_call(net, state, (x,))
+            loss = parts.criterion(out, y)
+        return (loss, out) if live else loss
 
     return loss_of
 
