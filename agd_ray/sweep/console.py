@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agd_ray.ray_setup import say
 from agd_ray.trial import TrialOutcome, TrialSpec
 
 
@@ -45,7 +46,7 @@ class SweepProgress:
         self,
         specs: list[TrialSpec],
         todo: list[TrialSpec],
-        echo: Callable = print,
+        echo: Callable = say,
         live: bool | None = None,
         every_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -57,7 +58,7 @@ class SweepProgress:
         self.done_epochs = 0  # of trials that ended in this run
         self.running: dict[str, dict[str, Any]] = {}  # trial id -> last result
         if live is None:
-            live = echo is print and sys.stdout.isatty()
+            live = echo is say and sys.stdout.isatty()
         self.live = live
         if every_s is None:
             every_s = 1.0 if live else float(os.environ.get("AGD_RAY_PROGRESS_S", "30"))

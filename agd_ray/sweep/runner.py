@@ -28,7 +28,7 @@ from typing import Any
 from agd_ray.config import ConfigError, ExperimentConfig, dump_config
 from agd_ray.data import prepare_data
 from agd_ray.lock import HomeLock
-from agd_ray.ray_setup import ensure_ray, tune_verbosity
+from agd_ray.ray_setup import ensure_ray, say, tune_verbosity
 from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
@@ -125,7 +125,7 @@ def run_sweep(
     cfg: ExperimentConfig,
     out: str | Path,
     resume: bool = False,
-    echo: Callable = print,
+    echo: Callable = say,
     verbose: bool = False,
 ) -> SweepResult:
     """Run (or, with ``resume``, finish) the sweep; returns every trial with its

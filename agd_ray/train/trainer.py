@@ -29,7 +29,7 @@ from ray.util.queue import Empty, Queue
 from agd_ray.config import ConfigError, ExperimentConfig, dump_config
 from agd_ray.data import prepare_data
 from agd_ray.lock import HomeLock
-from agd_ray.ray_setup import apply_env_defaults, ensure_ray, quiet_data
+from agd_ray.ray_setup import apply_env_defaults, ensure_ray, quiet_data, say
 from agd_ray.results import save_results
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, config_hash, provenance, run_paths
 from agd_ray.timeline import mark
@@ -140,7 +140,7 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
 def run_train(
     cfg: ExperimentConfig,
     out: str | Path,
-    echo=print,
+    echo=say,
     verbose: bool = False,
     resume: bool = False,
 ) -> TrialOutcome:
