@@ -5,7 +5,6 @@ tqdm-safe print): a callback holding the original ``print`` then fails to pickle
 
 import builtins
 
-import pytest
 from ray import cloudpickle
 
 from agd_ray.ray_setup import say
@@ -20,5 +19,3 @@ def test_the_default_echo_pickles_after_ray_replaces_print(monkeypatch, capsys):
     assert restored.echo is say
     restored.echo("a line")  # print as it is now, looked up at the call
     assert capsys.readouterr().out == "patched a line\n"
-    with pytest.raises(Exception, match="not the same object as builtins.print"):
-        cloudpickle.dumps(original)  # what the old default did
