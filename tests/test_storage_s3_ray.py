@@ -23,6 +23,20 @@ ROOT = Path(__file__).resolve().parents[1]
 HOME = "s3://bucket/study/ons3"
 
 
+def remove_when_quiet(path: Path, within_s: float = 30.0) -> None:
+    """Delete ``path``, retrying while a straggler of the killed driver (W&B's writer,
+    in its own session, finishing its offline run) still adds files to it."""
+    deadline = time.time() + within_s
+    while True:
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +133,7 @@ def test_a_sweep_lives_on_its_storage_uri(s3, tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    shutil.rmtree(local)
+    remove_when_quiet(local)
 
     # From the URI alone (its config.yaml), into a fresh cache; the dead driver's
     # hold is taken over.
