@@ -64,10 +64,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         make_report(result.out_dir, wandb_cfg=cfg.wandb)
         result.paths.publish("report")
-    counts = result.counts
+    counts, early = result.counts, cfg.sweep.scheduler.upper()
     print(
         f"{counts['completed']} completed, {counts['diverged']} diverged, "
-        + (f"{counts['stopped']} stopped by ASHA, " if counts["stopped"] else "")
+        + (f"{counts['stopped']} stopped early ({early}), " if counts["stopped"] else "")
         + f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {result.paths.home}"
     )
     return 0 if result.ok else 1

@@ -101,7 +101,7 @@ class ExperimentConfig(Section):
             if "loss" in self.train.model_fields_set and self.train.loss != "xent":
                 raise ValueError("train.loss: gpt is trained with cross-entropy (xent)")
             object.__setattr__(self.train, "loss", "xent")
-        self.sweep.check_scheduler(self.data, self.train)
+        self.sweep.check_scheduler(self.data, self.train, self.scaling)
         if self.model.arch != "fcn" and self.data.name == "mnist1d":
             raise ValueError(f"model.arch: {self.model.arch} needs image data; mnist1d is 1-D")
         if self.model.arch == "vgg16" and self.data.name == "mnist":

@@ -1,5 +1,6 @@
-"""ASHA per tuning group (``sweep.scheduler: asha``): decisions on a hand-made grid,
-AGD and single-run optimizers never stopped, and the config's refusals."""
+"""ASHA and SHA per tuning group (``sweep.scheduler: asha | sha``): decisions on a
+hand-made grid, AGD and single-run optimizers never stopped, and the config's
+refusals."""
 
 from types import SimpleNamespace
 
@@ -8,9 +9,15 @@ from ray.tune.schedulers import TrialScheduler
 
 from agd_ray.config import ConfigError, load_config, validate_config
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.scheduler import GroupedASHA, grace_epochs, make_scheduler
+from agd_ray.sweep.scheduler import (
+    GroupedASHA,
+    GroupedSHA,
+    checkpoint_epochs,
+    grace_epochs,
+    make_scheduler,
+)
 
-CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 
 
 def _sweep(*overrides):
@@ -82,3 +89,94 @@ def test_bad_asha_settings_are_refused_by_key(raw, key):
     with pytest.raises(ConfigError) as err:
         validate_config(raw)
     assert str(err.value).startswith(key)
+
+
+class _Trial:  # hashable, as Tune's Trial
+    def __init__(self, spec):
+        self.trial_id, self.config = spec.trial_id, {"trial_id": spec.trial_id}
+        self.status, self.is_saving = "PENDING", False
+
+
+class _Controller:
+    """What GroupedSHA asks of Tune's controller: its trials, and stopping one."""
+
+    def __init__(self, trials):
+        self.trials, self.stopped = trials, []
+
+    def get_trials(self):
+        return self.trials
+
+    def stop_trial(self, trial):
+        self.stopped.append(trial)
+        trial.status = "TERMINATED"
+
+
+def _sha(*overrides):
+    cfg, specs = _sweep("sweep.scheduler=sha", *overrides)
+    sha = make_scheduler(cfg, specs)
+    trials = {s.trial_id: _Trial(s) for s in specs}
+    for t in trials.values():
+        sha.on_trial_add(None, t)
+    by = {(s.group, s.optimizer, s.config.optimizer.lr): trials[s.trial_id] for s in specs}
+    return cfg, specs, sha, by, _Controller(list(trials.values()))
+
+
+def _epoch(epoch, loss):  # the loop's row: epoch counted from 0
+    return {"epoch": epoch - 1, "val_loss": loss}
+
+
+def test_sha_waits_for_the_whole_grid_then_keeps_the_best_third():
+    cfg, specs, sha, by, tc = _sha()
+    assert isinstance(sha, GroupedSHA) and sha.rungs == [2, 6]  # grace 2, x3, < 9 epochs
+    assert checkpoint_epochs(cfg) == {2, 6}
+    shallow = sorted({s.group for s in specs})[0]
+    a, b, c = (by[shallow, "adam", lr] for lr in (0.0001, 0.001, 0.01))
+    for t in (a, b, c):
+        t.status = "RUNNING"
+    assert sha.on_trial_result(tc, a, _epoch(1, 0.1)) == CONTINUE  # before the rung
+    # the first two at the rung wait, whatever their loss (ASHA would let the first go on)
+    assert sha.on_trial_result(tc, a, _epoch(2, 0.90)) == PAUSE
+    a.status = "PAUSED"
+    assert sha.on_trial_result(tc, b, _epoch(2, 0.40)) == PAUSE
+    b.status = "PAUSED"
+    assert sha.choose_trial_to_run(tc) is not a and sha.choose_trial_to_run(tc) is not b
+    # the last decides for all: ceil(3 / 3) = 1 goes on, the paused worse one stops
+    assert sha.on_trial_result(tc, c, _epoch(2, 0.50)) == STOP
+    assert tc.stopped == [a] and sha.stopped == 2
+    assert sha.choose_trial_to_run(tc) is b  # resumed from its checkpoint at the rung
+    b.status = "RUNNING"
+    # alone in its grid from now on: never paused again
+    assert sha.on_trial_result(tc, b, _epoch(6, 0.30)) == CONTINUE
+
+
+def test_sha_decides_when_a_grid_mate_ends_before_the_rung():
+    _, specs, sha, by, tc = _sha()
+    deep = sorted({s.group for s in specs})[1]
+    a, b, c = (by[deep, "adam", lr] for lr in (0.0001, 0.001, 0.01))
+    assert sha.on_trial_result(tc, a, _epoch(2, 0.5)) == PAUSE
+    a.status = "PAUSED"
+    assert sha.on_trial_result(tc, b, _epoch(2, 0.6)) == PAUSE
+    b.status = "PAUSED"
+    sha.on_trial_complete(tc, c, {})  # diverged at epoch 1: the rung is complete
+    assert tc.stopped == [b] and sha.choose_trial_to_run(tc) is a
+    # NaN or missing losses rank last
+    _, specs, sha, by, tc = _sha()
+    a, b, c = (by[deep, "adam", lr] for lr in (0.0001, 0.001, 0.01))
+    assert sha.on_trial_result(tc, a, _epoch(2, float("nan"))) == PAUSE
+    a.status = "PAUSED"
+    assert sha.on_trial_result(tc, b, _epoch(2, None)) == PAUSE
+    b.status = "PAUSED"
+    assert sha.on_trial_result(tc, c, _epoch(2, 3.0)) == CONTINUE
+    assert set(tc.stopped) == {a, b}
+
+
+def test_sha_leaves_agd_and_single_runs_alone_and_refuses_multi_worker_trials():
+    _, specs, sha, _, tc = _sha()
+    for s in specs:
+        if s.optimizer in ("agd", "prodigy"):
+            t = _Trial(s)
+            for epoch in range(1, 10):
+                assert sha.on_trial_result(tc, t, _epoch(epoch, 1.0)) == CONTINUE
+    with pytest.raises(ConfigError) as err:
+        validate_config({"sweep": {"scheduler": "sha"}, "scaling": {"num_workers": 2}})
+    assert str(err.value).startswith("sweep.scheduler") and "asha" in str(err.value)

@@ -53,24 +53,27 @@ def sweep_callback(
                 self.pids.add((result.get("node_ip", ""), result["pid"]))
 
         def on_step_end(self, iteration, trials, **info):
+            self.progress.waiting({trial_name(t) for t in trials if t.status == "PAUSED"})
             self.progress.tick()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._finished(trial)
+            self._finished(trial, trials)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._finished(trial)
+            self._finished(trial, trials)
 
         def on_experiment_end(self, trials, **info):
             self.progress.stop()
             _wait_for_trial_actors(self.pids)
 
-        def _finished(self, trial):
+        def _finished(self, trial, trials):
             outcomes = OutcomeStore(paths.outcomes).all()
             save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, provenance)
             trial_id = trial_name(trial)
             spec = next(s for s in specs if s.trial_id == trial_id)
-            done = sum(1 for o in outcomes.values() if o.status in DONE)
+            # a trial paused at an SHA rung has a stored outcome in case it is stopped there
+            paused = {trial_name(t) for t in trials if t.status == "PAUSED"} - {trial_id}
+            done = sum(1 for t, o in outcomes.items() if o.status in DONE and t not in paused)
             line = f"[{done}/{len(specs)}] " + format_trial(spec, outcomes.get(trial_id))
             self.progress.finished(trial_id, line)
 

@@ -57,6 +57,7 @@ class SweepProgress:
         self.epochs = {s.trial_id: s.config.train.epochs for s in todo}
         self.done_epochs = 0  # of trials that ended in this run
         self.running: dict[str, dict[str, Any]] = {}  # trial id -> last result
+        self.paused: set[str] = set()  # waiting at a rung for the rest of their grid
         if live is None:
             live = echo is say and sys.stdout.isatty()
         self.live = live
@@ -78,8 +79,13 @@ class SweepProgress:
         if "epoch" in result:
             self.running[trial_id] = result
 
+    def waiting(self, trial_ids: set[str]) -> None:
+        """The trials paused now (successive halving's rungs): not shown as running."""
+        self.paused = set(trial_ids)
+
     def finished(self, trial_id: str, line: str) -> None:
         self.running.pop(trial_id, None)
+        self.paused.discard(trial_id)
         if trial_id in self.epochs:  # not one counted as done before a --resume
             self.ended += 1
             self.done_epochs += self.epochs.pop(trial_id)
@@ -103,13 +109,16 @@ class SweepProgress:
         return (now - self.t0) * max(total - done, 0) / done
 
     def line(self, now: float) -> str:
-        head = f"{self.ended}/{self.total} done, {len(self.running)} running"
+        running = {t: r for t, r in self.running.items() if t not in self.paused}
+        head = f"{self.ended}/{self.total} done, {len(running)} running"
+        if self.paused:
+            head += f", {len(self.paused)} paused at a rung"
         head += f", {_duration(now - self.t0)} elapsed"
         eta = self.eta_s(now)
         if eta is not None:
             head += f", eta {_duration(eta)}"
         trials = []
-        for trial_id, r in list(self.running.items())[: self.SHOWN]:
+        for trial_id, r in list(running.items())[: self.SHOWN]:
             if not r:
                 trials.append(f"{trial_id} starting")
                 continue
@@ -118,8 +127,8 @@ class SweepProgress:
                 if isinstance(r.get(key), (int, float)):
                     text += f" {key} {r[key]:{fmt}}"
             trials.append(text)
-        if len(self.running) > self.SHOWN:
-            trials.append(f"+{len(self.running) - self.SHOWN} more")
+        if len(running) > self.SHOWN:
+            trials.append(f"+{len(running) - self.SHOWN} more")
         return f"  ... {head} | " + " | ".join(trials)
 
     def _print(self, line: str) -> None:

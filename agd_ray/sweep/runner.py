@@ -33,7 +33,7 @@ from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.scheduler import make_scheduler
+from agd_ray.sweep.scheduler import checkpoint_epochs, make_scheduler
 from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
@@ -41,6 +41,10 @@ from agd_ray.timeline import mark
 from agd_ray.trial import TrialOutcome, TrialSpec
 
 STATUSES = ("completed", "diverged", "stopped", "failed", "unfinished")
+EARLY_STOPPING = {
+    "asha": ", ASHA on the baselines' grids",
+    "sha": ", successive halving on the baselines' grids",
+}
 
 
 @dataclass
@@ -197,11 +201,10 @@ def _run(
     where = f"{paths.out_dir}" + (f" and {paths.home}" if paths.remote else "")
     echo(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
-        f"{concurrency} at a time"
-        + (", ASHA on the baselines' grids" if cfg.sweep.scheduler == "asha" else "")
-        + f" -> {where}"
+        f"{concurrency} at a time" + EARLY_STOPPING.get(cfg.sweep.scheduler, "") + f" -> {where}"
     )
-    trainable = make_trainable(specs, paths, every_epoch=cfg.sweep.scheduler == "asha")
+    early = cfg.sweep.scheduler != "fifo"
+    trainable = make_trainable(specs, paths, every_epoch=early, rungs=checkpoint_epochs(cfg))
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment
@@ -214,7 +217,10 @@ def _run(
             trainable,
             param_space=param_space(todo),
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrency,
+                # a trial paused at an SHA rung counts against Tune's limit: with every
+                # slot held by trials waiting for grid-mates not yet created, the sweep
+                # would wait forever; the resources alone set SHA's concurrency
+                max_concurrent_trials=None if cfg.sweep.scheduler == "sha" else concurrency,
                 scheduler=make_scheduler(cfg, specs),
                 reuse_actors=True,
                 trial_name_creator=trial_name,

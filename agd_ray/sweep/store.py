@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 from agd_ray.storage import Storage
 from agd_ray.trial import TrialOutcome, TrialSpec
 
-DONE = ("completed", "diverged", "stopped")  # stopped: by ASHA (sweep.scheduler)
+DONE = ("completed", "diverged", "stopped")  # stopped: by ASHA or SHA (sweep.scheduler)
 
 
 def unfinished(specs: list[TrialSpec], stored: dict[str, TrialOutcome]) -> list[TrialSpec]:

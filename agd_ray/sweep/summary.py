@@ -27,7 +27,7 @@ class Entry:
     compute: float  # 6 x params x samples (language models: tokens), summed over the grid
     wall_s: float
     diverged: int
-    stopped: int = 0  # by ASHA: their compute counts, they are not chosen
+    stopped: int = 0  # by ASHA or SHA: their compute counts, they are not chosen
 
 
 def select_best(runs: list[dict]) -> tuple[dict | None, str]:
@@ -45,7 +45,7 @@ def _finite(value) -> bool:
 
 def summarise(rows: list[dict], agd: str = "agd") -> dict[str, list[Entry]]:
     """{group: [AGD's entry, then one per baseline]} from trials.parquet rows
-    (finished trials only: completed, diverged, or stopped by ASHA)."""
+    (finished trials only: completed, diverged, or stopped early by ASHA or SHA)."""
     by_group: dict[str, dict[str, list[dict]]] = {}
     for row in rows:
         if row["status"] in ("completed", "diverged", "stopped"):
@@ -104,7 +104,7 @@ def format_summary(table: dict[str, list[Entry]]) -> str:
     for group, entries in sorted(table.items(), key=lambda item: group_order(item[0])):
         for i, e in enumerate(entries):
             notes = [f"{e.diverged} diverged"] * bool(e.diverged)
-            notes += [f"{e.stopped} stopped by ASHA"] * bool(e.stopped)
+            notes += [f"{e.stopped} stopped early"] * bool(e.stopped)
             div = f" ({', '.join(notes)})" if notes else ""
             lines.append(
                 f"{names[group] if i == 0 else '':<{w}} {e.optimizer:<{o}} {num(e.val_loss, 8)} "

@@ -33,12 +33,19 @@ from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
 
 class Stopped(BaseException):
-    """A trial that Tune's scheduler stopped, with what it had trained. A
-    BaseException, as Tune's own SystemExit: the trial must end, not be retried."""
+    """A trial that Tune's scheduler stopped (or paused), with the metrics it had
+    reported. A BaseException, as Tune's own SystemExit: the trial must end, not be
+    retried."""
 
-    def __init__(self, outcome: TrialOutcome):
-        super().__init__(outcome.trial_id)
-        self.outcome = outcome
+    def __init__(self, rows: list[dict]):
+        super().__init__("stopped")
+        self.rows = rows
+
+
+def _history(rows: list[dict]) -> tuple[list[dict], int | None]:
+    """(history, params) of the metrics a trial reported."""
+    history = [{k: v for k, v in r.items() if k not in ("status", "params")} for r in rows]
+    return history, rows[-1]["params"] if rows else None
 
 
 def param_space(todo: list[TrialSpec]) -> dict[str, Any]:
@@ -53,10 +60,18 @@ def trial_name(trial) -> str:
     return trial.config["trial_id"]
 
 
-def make_trainable(specs: list[TrialSpec], paths: RunPaths, every_epoch: bool = False) -> Callable:
+def make_trainable(
+    specs: list[TrialSpec],
+    paths: RunPaths,
+    every_epoch: bool = False,
+    rungs: frozenset[int] = frozenset(),
+) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
     trial's resources (``trial_resources``). ``every_epoch``: in-process trials report
-    every epoch's metrics to Tune (ASHA decides on them), not only checkpoints."""
+    every epoch's metrics to Tune (ASHA decides on them), not only checkpoints.
+    ``rungs``: epochs where successive halving may pause a trial (``sweep.scheduler:
+    sha``): it reports a checkpoint there, and stores a ``stopped`` outcome first, in
+    case its grid stops it while it waits."""
     from ray import tune
 
     by_id = {s.trial_id: s for s in specs}
@@ -64,7 +79,9 @@ def make_trainable(specs: list[TrialSpec], paths: RunPaths, every_epoch: bool = 
     def resources(params: dict[str, Any]) -> dict[str, float]:
         return trial_resources(_spec(by_id, params["trial_id"]))
 
-    trainable = tune.with_parameters(run_trial, specs=by_id, paths=paths, every_epoch=every_epoch)
+    trainable = tune.with_parameters(
+        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs
+    )
     return tune.with_resources(trainable, resources)
 
 
@@ -79,7 +96,11 @@ def _spec(specs: dict[str, TrialSpec], trial_id: str) -> TrialSpec:
 
 
 def run_trial(
-    params: dict[str, Any], specs: dict[str, TrialSpec], paths: RunPaths, every_epoch=False
+    params: dict[str, Any],
+    specs: dict[str, TrialSpec],
+    paths: RunPaths,
+    every_epoch=False,
+    rungs: frozenset[int] = frozenset(),
 ) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
@@ -88,20 +109,30 @@ def run_trial(
     mark(f"trial {trial_id}: starts")
     store = OutcomeStore(paths.outcomes)
     stored = store.get(trial_id)
-    if stored is not None and stored.status in DONE:  # finished before an interruption
+    paused = stored is not None and stored.status == "stopped" and ray.tune.get_checkpoint()
+    if stored is not None and stored.status in DONE and not paused:  # finished before
         ray.tune.report({"trial_id": trial_id, "status": stored.status})
         return
     spec = _spec(specs, trial_id)
     trial = TrialInfo(spec.trial_id, paths.storage, str(paths.out_dir))  # DIR/wandb/
     started = time.time()
+
+    def stopped(rows: list[dict]) -> TrialOutcome:  # what it trained, if it ends here
+        history, n_params = _history(rows)
+        return TrialOutcome(trial_id, "stopped", history, n_params, None, started, time.time())
+
     try:
         if spec.config.scaling.num_workers == 1:
-            outcome = _train_in_process(spec.config, trial, every_epoch)
+            pause = (lambda rows: store.put(stopped(rows))) if rungs else None
+            outcome = _train_in_process(spec.config, trial, every_epoch, rungs, pause)
         else:
             outcome = _train_on_workers(spec.config, trial, paths.train_runs)
-    except Stopped as stop:  # by ASHA: store what it trained, then end as Tune expects
-        stop.outcome.started, stop.outcome.finished = started, time.time()
-        store.put(stop.outcome)
+    except Stopped as stop:  # by ASHA or SHA: store what it trained, then end as Tune expects
+        # unless stored already: at an SHA rung, or by this trial's resumed run when
+        # this is the paused run's thread, ended late in a reused actor
+        now = store.get(trial_id)
+        if now is None or len(now.history) < len(stop.rows):
+            store.put(stopped(stop.rows))
         mark(f"trial {trial_id}: stopped, outcome stored")
         raise SystemExit(0) from None
     except Exception as err:
@@ -116,18 +147,21 @@ def run_trial(
         raise RuntimeError(f"trial {spec.trial_id} failed: {outcome.error}")
 
 
-def _train_in_process(cfg: ExperimentConfig, trial: TrialInfo, every_epoch: bool) -> TrialOutcome:
+def _train_in_process(
+    cfg: ExperimentConfig,
+    trial: TrialInfo,
+    every_epoch: bool,
+    rungs: frozenset[int] = frozenset(),
+    before_pause: Callable | None = None,
+) -> TrialOutcome:
     from agd_ray.train.loop import run_training
     from agd_ray.train.session import tune_session
 
-    session = tune_session(cfg, report_every_epoch=every_epoch)
+    session = tune_session(cfg, every_epoch, rungs, before_pause)
     try:
         value = run_training(cfg, session, trial)
-    except SystemExit:  # Tune's way of ending a trial its scheduler (ASHA) stopped
-        rows = session.reported
-        history = [{k: v for k, v in r.items() if k not in ("status", "params")} for r in rows]
-        params = rows[-1]["params"] if rows else None
-        raise Stopped(TrialOutcome(trial.trial_id, "stopped", history, params)) from None
+    except SystemExit:  # Tune's way of ending a trial its scheduler stopped or paused
+        raise Stopped(session.reported) from None
     return TrialOutcome(trial.trial_id, value["status"], value["history"], value["params"])
 
 

@@ -107,6 +107,7 @@ def run_training(
 
     checkpointer = Checkpointer(session, model, optimizer, scheduler, noise)
     state = checkpointer.load()
+    session.reported[:0] = state.history  # a resumed run's earlier epochs (a stopped one's)
 
     n_train = len(splits.train) if not splits.streaming else cfg.train.batch_size
     per_epoch = cfg.data.num_samples if cfg.data.is_text else None  # sequences per epoch
@@ -161,6 +162,7 @@ def run_training(
         recent = time.perf_counter() - last_checkpoint < cfg.train.checkpoint_min_s
         # every rank decides alike: rank 0's clock would do, but all ranks must agree
         checkpoint = done or (due and not any_rank(recent, world, device))
+        checkpoint = checkpoint or state.epoch in session.checkpoint_epochs
         if checkpoint:
             last_checkpoint = time.perf_counter()
         logger.log_epoch(state.step, row)

@@ -52,6 +52,9 @@ class Session:
     unless a scheduler (ASHA) decides on every epoch."""
     reported: list = field(default_factory=list)
     """Under Tune, every metrics dict reported so far (a stopped trial's history)."""
+    checkpoint_epochs: frozenset = frozenset()
+    """Epochs (counted from 1) whose report always carries a checkpoint: the rungs
+    where successive halving may pause the trial (``sweep.scheduler: sha``)."""
 
 
 def train_session() -> Session:
@@ -116,9 +119,16 @@ def local_session(run_dir: str, on_report: Callable[[dict], None]) -> Session:
     )
 
 
-def tune_session(cfg: ExperimentConfig, report_every_epoch: bool = False) -> Session:
+def tune_session(
+    cfg: ExperimentConfig,
+    report_every_epoch: bool = False,
+    checkpoint_epochs: frozenset = frozenset(),
+    before_pause: Callable[[list[dict]], None] | None = None,
+) -> Session:
     """In-process inside a Tune trial: one worker, reports and checkpoints go to Tune;
-    streaming datasets are built here and read whole."""
+    streaming datasets are built here and read whole. ``before_pause(reported)`` runs
+    before each report at one of ``checkpoint_epochs``, where the trial may be paused
+    (and, later, stopped without running again)."""
     import ray.train._internal.storage as tune_storage
     import ray.tune
 
@@ -132,6 +142,8 @@ def tune_session(cfg: ExperimentConfig, report_every_epoch: bool = False) -> Ses
 
     def report(metrics: dict, checkpoint=None) -> None:
         reported.append(metrics)  # first: a stopped trial ends inside ray.tune.report
+        if before_pause is not None and metrics.get("epoch", -1) + 1 in checkpoint_epochs:
+            before_pause(reported)
         ray.tune.report(metrics, checkpoint=checkpoint)
 
     return Session(
@@ -145,4 +157,5 @@ def tune_session(cfg: ExperimentConfig, report_every_epoch: bool = False) -> Ses
         get_dataset_shard=datasets.__getitem__ if datasets else None,
         report_every_epoch=report_every_epoch,
         reported=reported,
+        checkpoint_epochs=checkpoint_epochs,
     )
