@@ -18,6 +18,7 @@ multi-worker ones).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -235,6 +236,9 @@ def _run(
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
             ),
         )
+    if not verbose:  # Tune warns when a resumed (SHA-paused) trial's result.json has
+        # not reached the storage yet, and goes on appending to its local copy
+        logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     mark("driver: tuner.fit starts")
     tuner.fit()
     mark("driver: tuner.fit returned")
