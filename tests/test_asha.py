@@ -180,3 +180,15 @@ def test_sha_leaves_agd_and_single_runs_alone_and_refuses_multi_worker_trials():
     with pytest.raises(ConfigError) as err:
         validate_config({"sweep": {"scheduler": "sha"}, "scaling": {"num_workers": 2}})
     assert str(err.value).startswith("sweep.scheduler") and "asha" in str(err.value)
+
+
+def test_sha_after_resume_a_finished_trial_leaves_its_grid():
+    _, specs, sha, by, tc = _sha()
+    shallow = sorted({s.group for s in specs})[0]
+    a, b, c = (by[shallow, "adam", lr] for lr in (0.0001, 0.001, 0.01))
+    c.status = "TERMINATED"  # finished before the interruption: Tune adds it as it is
+    sha.on_trial_add(tc, c)
+    assert sha.on_trial_result(tc, a, _epoch(2, 0.5)) == PAUSE
+    a.status = "PAUSED"
+    assert sha.on_trial_result(tc, b, _epoch(2, 0.4)) == CONTINUE  # the rung is complete
+    assert tc.stopped == [a]

@@ -222,7 +222,7 @@ def _run(
                 # slot held by trials waiting for grid-mates not yet created, the sweep
                 # would wait forever; the resources alone set SHA's concurrency
                 max_concurrent_trials=None if cfg.sweep.scheduler == "sha" else concurrency,
-                scheduler=make_scheduler(cfg, specs),
+                scheduler=make_scheduler(cfg, todo),
                 reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,

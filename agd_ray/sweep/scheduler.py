@@ -114,7 +114,9 @@ class GroupedSHA(FIFOScheduler):
     grid has reached the rung; the last to arrive decides for all: the best
     ceil(n / reduction) by validation loss go on (the paused ones are resumed from
     the checkpoint they reported there), the others stop. A trial that ends or
-    fails before a rung leaves its grid, which may complete that rung's decision."""
+    fails before a rung leaves its grid, which may complete that rung's decision.
+    ``specs`` are the trials this run will run (not those finished before a
+    ``--resume``): each grid waits for its members among them."""
 
     def __init__(self, specs: list[TrialSpec], epochs: int, grace: int, reduction: float):
         super().__init__()
@@ -130,6 +132,12 @@ class GroupedSHA(FIFOScheduler):
 
     def _grid(self, trial) -> tuple | None:
         return self.grid_of.get(trial.config.get("trial_id"))
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        """A restored experiment adds the trials that ended before it was interrupted
+        as they are: they will not reach another rung."""
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            self._leave(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         grid = self._grid(trial)
