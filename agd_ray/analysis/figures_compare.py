@@ -124,9 +124,9 @@ def compute_frontier(r) -> None:
 
 def lr_transfer(r) -> None:
     for baseline, entries in r.fits.get("lr_transfer", {}).items():
-        runs = r.trials[
-            (r.trials["optimizer.name"] == baseline) & (r.trials["status"] == "completed")
-        ]
+        grid = r.trials[r.trials["optimizer.name"] == baseline]
+        runs = grid[grid["status"] == "completed"]
+        stopped = int((grid["status"] == "stopped").sum())
         metric = "val_loss" if runs["val_loss"].notna().any() else "test_loss"
         keys = held_fixed(runs, ("model.width",))
         settings = list(by_setting(runs, keys))
@@ -183,7 +183,13 @@ def lr_transfer(r) -> None:
             f"lr_transfer_{baseline}.png",
             f"{baseline}: final {metric.replace('_', ' ')} against learning rate, one curve per "
             "width, one panel per setting of the other swept keys (means over seeds with "
-            "standard deviations); stars at the right: AGD's untuned run at each width.",
+            "standard deviations); stars at the right: AGD's untuned run at each width."
+            + (
+                f" {stopped} of its {len(grid)} runs, stopped early by sweep.scheduler, are "
+                "not shown: their last loss is from an earlier epoch."
+                if stopped
+                else ""
+            ),
         )
 
 
