@@ -16,6 +16,8 @@ from agd_ray.sweep.scheduler import (
     grace_epochs,
     make_scheduler,
 )
+from agd_ray.sweep.store import OutcomeStore
+from agd_ray.trial import TrialOutcome
 
 CONTINUE, PAUSE, STOP = TrialScheduler.CONTINUE, TrialScheduler.PAUSE, TrialScheduler.STOP
 
@@ -39,9 +41,9 @@ def _result(epoch, loss):
     return {"training_iteration": epoch, "val_loss": loss}
 
 
-def test_each_grid_is_judged_by_its_own_runs():
+def test_each_grid_is_judged_by_its_own_runs(tmp_path):
     cfg, specs = _sweep()
-    asha = make_scheduler(cfg, specs)
+    asha = make_scheduler(cfg, specs, str(tmp_path))
     assert isinstance(asha, GroupedASHA) and asha.grace == grace_epochs(cfg) == 2
     trials = {s.trial_id: _trial(s) for s in specs}
     for t in trials.values():
@@ -59,9 +61,9 @@ def test_each_grid_is_judged_by_its_own_runs():
     assert asha.stopped == 1
 
 
-def test_agd_and_single_run_optimizers_are_never_stopped():
+def test_agd_and_single_run_optimizers_are_never_stopped(tmp_path):
     cfg, specs = _sweep()
-    asha = make_scheduler(cfg, specs)
+    asha = make_scheduler(cfg, specs, str(tmp_path))
     alone = [s for s in specs if s.optimizer in ("agd", "prodigy")]
     assert alone and all(s.trial_id not in asha.grid_of for s in alone)
     for s in alone:
@@ -73,7 +75,7 @@ def test_agd_and_single_run_optimizers_are_never_stopped():
 
 def test_fifo_is_the_default():
     cfg = load_config("experiments/quickstart.yaml")
-    assert cfg.sweep.scheduler == "fifo" and make_scheduler(cfg, expand(cfg)) is None
+    assert cfg.sweep.scheduler == "fifo" and make_scheduler(cfg, expand(cfg), "") is None
 
 
 @pytest.mark.parametrize(
@@ -111,9 +113,9 @@ class _Controller:
         trial.status = "TERMINATED"
 
 
-def _sha(*overrides):
+def _sha(outcomes, *overrides):
     cfg, specs = _sweep("sweep.scheduler=sha", *overrides)
-    sha = make_scheduler(cfg, specs)
+    sha = make_scheduler(cfg, specs, str(outcomes))
     trials = {s.trial_id: _Trial(s) for s in specs}
     for t in trials.values():
         sha.on_trial_add(None, t)
@@ -125,8 +127,8 @@ def _epoch(epoch, loss):  # the loop's row: epoch counted from 0
     return {"epoch": epoch - 1, "val_loss": loss}
 
 
-def test_sha_waits_for_the_whole_grid_then_keeps_the_best_third():
-    cfg, specs, sha, by, tc = _sha()
+def test_sha_waits_for_the_whole_grid_then_keeps_the_best_third(tmp_path):
+    cfg, specs, sha, by, tc = _sha(tmp_path)
     assert isinstance(sha, GroupedSHA) and sha.rungs == [2, 6]  # grace 2, x3, < 9 epochs
     assert checkpoint_epochs(cfg) == {2, 6}
     shallow = sorted({s.group for s in specs})[0]
@@ -141,16 +143,22 @@ def test_sha_waits_for_the_whole_grid_then_keeps_the_best_third():
     b.status = "PAUSED"
     assert sha.choose_trial_to_run(tc) is not a and sha.choose_trial_to_run(tc) is not b
     # the last decides for all: ceil(3 / 3) = 1 goes on, the paused worse one stops
+    store = OutcomeStore(str(tmp_path))
+    store.put(TrialOutcome(a.trial_id, "unfinished", [{"epoch": 0}, {"epoch": 1}]))
     assert sha.on_trial_result(tc, c, _epoch(2, 0.50)) == STOP
     assert tc.stopped == [a] and sha.stopped == 2
+    # both decisions marked, for the trials' own threads; the paused one's outcome stopped
+    assert store.stop_marked(a.trial_id) and store.stop_marked(c.trial_id)
+    assert store.get(a.trial_id).status == "stopped" and len(store.get(a.trial_id).history) == 2
+    assert not store.stop_marked(b.trial_id)
     assert sha.choose_trial_to_run(tc) is b  # resumed from its checkpoint at the rung
     b.status = "RUNNING"
     # alone in its grid from now on: never paused again
     assert sha.on_trial_result(tc, b, _epoch(6, 0.30)) == CONTINUE
 
 
-def test_sha_decides_when_a_grid_mate_ends_before_the_rung():
-    _, specs, sha, by, tc = _sha()
+def test_sha_decides_when_a_grid_mate_ends_before_the_rung(tmp_path):
+    _, specs, sha, by, tc = _sha(tmp_path)
     deep = sorted({s.group for s in specs})[1]
     a, b, c = (by[deep, "adam", lr] for lr in (0.0001, 0.001, 0.01))
     assert sha.on_trial_result(tc, a, _epoch(2, 0.5)) == PAUSE
@@ -160,7 +168,7 @@ def test_sha_decides_when_a_grid_mate_ends_before_the_rung():
     sha.on_trial_complete(tc, c, {})  # diverged at epoch 1: the rung is complete
     assert tc.stopped == [b] and sha.choose_trial_to_run(tc) is a
     # NaN or missing losses rank last
-    _, specs, sha, by, tc = _sha()
+    _, specs, sha, by, tc = _sha(tmp_path)
     a, b, c = (by[deep, "adam", lr] for lr in (0.0001, 0.001, 0.01))
     assert sha.on_trial_result(tc, a, _epoch(2, float("nan"))) == PAUSE
     a.status = "PAUSED"
@@ -170,8 +178,8 @@ def test_sha_decides_when_a_grid_mate_ends_before_the_rung():
     assert set(tc.stopped) == {a, b}
 
 
-def test_sha_leaves_agd_and_single_runs_alone_and_refuses_multi_worker_trials():
-    _, specs, sha, _, tc = _sha()
+def test_sha_leaves_agd_and_single_runs_alone_and_refuses_multi_worker_trials(tmp_path):
+    _, specs, sha, _, tc = _sha(tmp_path)
     for s in specs:
         if s.optimizer in ("agd", "prodigy"):
             t = _Trial(s)
@@ -182,8 +190,8 @@ def test_sha_leaves_agd_and_single_runs_alone_and_refuses_multi_worker_trials():
     assert str(err.value).startswith("sweep.scheduler") and "asha" in str(err.value)
 
 
-def test_sha_after_resume_a_finished_trial_leaves_its_grid():
-    _, specs, sha, by, tc = _sha()
+def test_sha_after_resume_a_finished_trial_leaves_its_grid(tmp_path):
+    _, specs, sha, by, tc = _sha(tmp_path)
     shallow = sorted({s.group for s in specs})[0]
     a, b, c = (by[shallow, "adam", lr] for lr in (0.0001, 0.001, 0.01))
     c.status = "TERMINATED"  # finished before the interruption: Tune adds it as it is

@@ -57,27 +57,37 @@ def sweep_callback(
             self.progress.tick()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._finished(trial, trials)
+            self._finished(trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._finished(trial, trials)
+            self._finished(trial)
 
         def on_experiment_end(self, trials, **info):
             self.progress.stop()
             _wait_for_trial_actors(self.pids)
 
-        def _finished(self, trial, trials):
+        def _finished(self, trial):
+            _await_outcome(OutcomeStore(paths.outcomes), trial_name(trial))
             outcomes = OutcomeStore(paths.outcomes).all()
             save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, provenance)
             trial_id = trial_name(trial)
             spec = next(s for s in specs if s.trial_id == trial_id)
-            # a trial paused at an SHA rung has a stored outcome in case it is stopped there
-            paused = {trial_name(t) for t in trials if t.status == "PAUSED"} - {trial_id}
-            done = sum(1 for t, o in outcomes.items() if o.status in DONE and t not in paused)
+            done = sum(1 for o in outcomes.values() if o.status in DONE)
             line = f"[{done}/{len(specs)}] " + format_trial(spec, outcomes.get(trial_id))
             self.progress.finished(trial_id, line)
 
     return SweepCallback()
+
+
+def _await_outcome(store: OutcomeStore, trial_id: str, timeout_s: float = 2.0) -> None:
+    """Wait (a little) for a trial that Tune has just ended to store its outcome: one
+    its scheduler stopped stores it from its own thread, as Tune stops it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        outcome = store.get(trial_id)
+        if outcome is not None and outcome.status in (*DONE, "failed"):
+            return
+        time.sleep(0.02)
 
 
 def _wait_for_trial_actors(pids: set[tuple[str, int]], timeout_s: float = 10.0) -> None:

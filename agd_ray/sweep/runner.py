@@ -34,7 +34,7 @@ from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.scheduler import checkpoint_epochs, make_scheduler
+from agd_ray.sweep.scheduler import checkpoint_epochs, grids, make_scheduler
 from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
@@ -205,10 +205,14 @@ def _run(
         f"{concurrency} at a time" + EARLY_STOPPING.get(cfg.sweep.scheduler, "") + f" -> {where}"
     )
     early = cfg.sweep.scheduler != "fifo"
-    trainable = make_trainable(specs, paths, every_epoch=early, rungs=checkpoint_epochs(cfg))
+    rungs = checkpoint_epochs(cfg)  # SHA's: where its grids' trials may be paused
+    paused = frozenset(grids(todo)) if rungs else frozenset()
+    trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, paused=paused)
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment
+    if not verbose:
+        _quiet_tune()
     if resume and tune.Tuner.can_restore(experiment):
         tuner = tune.Tuner.restore(
             experiment, trainable, resume_unfinished=True, restart_errored=True
@@ -222,7 +226,7 @@ def _run(
                 # slot held by trials waiting for grid-mates not yet created, the sweep
                 # would wait forever; the resources alone set SHA's concurrency
                 max_concurrent_trials=None if cfg.sweep.scheduler == "sha" else concurrency,
-                scheduler=make_scheduler(cfg, todo),
+                scheduler=make_scheduler(cfg, todo, paths.outcomes),
                 reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,
@@ -236,14 +240,39 @@ def _run(
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures),
             ),
         )
-    if not verbose:  # Tune warns when a resumed (SHA-paused) trial's result.json has
-        # not reached the storage yet, and goes on appending to its local copy
-        logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     mark("driver: tuner.fit starts")
     tuner.fit()
     mark("driver: tuner.fit returned")
     outcomes = store.all()
     save_results([(s, outcomes.get(s.trial_id)) for s in specs], paths, prov)
     mark("driver: results written")
-    echo(f"sweep {cfg.name} finished in {time.perf_counter() - start:.1f}s")
+    took = time.perf_counter() - start
+    left = len(unfinished(todo, outcomes))
+    if left:  # interrupted (Ctrl-C), or trials failed
+        echo(
+            f"sweep {cfg.name} ended after {took:.1f}s with {left} of {len(specs)} trials "
+            "unfinished; the same command with --resume runs them"
+        )
+    else:
+        echo(f"sweep {cfg.name} finished in {took:.1f}s")
     return SweepResult(cfg, specs, outcomes, paths)
+
+
+class _NoTuneRestoreHint(logging.Filter):
+    """Tune's advice on an interrupted run names its Python API (``Tuner.restore``);
+    the sweep's own last line says how to go on (``--resume``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+def _quiet_tune() -> None:
+    """Tune's warnings that say nothing to a user of the CLI: a resumed (SHA-paused)
+    trial's result.json not in the storage yet (Tune goes on appending to its local
+    copy), the metrics of trials an interruption left unstarted (results come from
+    the outcomes), and its ``Tuner.restore`` hint."""
+    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoTuneRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoTuneRestoreHint())

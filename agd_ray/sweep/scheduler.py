@@ -28,6 +28,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from agd_ray.config import ExperimentConfig
+from agd_ray.sweep.store import OutcomeStore
 from agd_ray.trial import TrialSpec
 
 METRIC = "val_loss"
@@ -58,10 +59,13 @@ def rungs(grace: int, reduction: float, epochs: int) -> list[int]:
 class GroupedASHA(FIFOScheduler):
     """FIFO for the trials it leaves alone, an ASHA per baseline grid for the rest."""
 
-    def __init__(self, specs: list[TrialSpec], epochs: int, grace: int, reduction: float):
+    def __init__(
+        self, specs: list[TrialSpec], epochs: int, grace: int, reduction: float, outcomes: str
+    ):
         super().__init__()
         self.grid_of = grids(specs)
         self.epochs, self.grace, self.reduction = epochs, grace, reduction
+        self.outcomes = outcomes  # the OutcomeStore's URI: decisions are marked there
         self.grids: dict[tuple[str, str], ASHAScheduler] = {}
         self.stopped = 0
 
@@ -90,7 +94,9 @@ class GroupedASHA(FIFOScheduler):
         if asha is None or result.get(METRIC) is None:
             return CONTINUE
         decision = asha.on_trial_result(tune_controller, trial, result)
-        self.stopped += decision == STOP
+        if decision == STOP:
+            self.stopped += 1
+            OutcomeStore(self.outcomes).mark_stopped(trial.config["trial_id"])
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
@@ -118,10 +124,13 @@ class GroupedSHA(FIFOScheduler):
     ``specs`` are the trials this run will run (not those finished before a
     ``--resume``): each grid waits for its members among them."""
 
-    def __init__(self, specs: list[TrialSpec], epochs: int, grace: int, reduction: float):
+    def __init__(
+        self, specs: list[TrialSpec], epochs: int, grace: int, reduction: float, outcomes: str
+    ):
         super().__init__()
         self.grid_of = grids(specs)
         self.rungs, self.reduction = rungs(grace, reduction, epochs), reduction
+        self.outcomes = outcomes  # the OutcomeStore's URI: decisions are marked there
         self.live: dict[tuple, set[str]] = defaultdict(set)  # grid -> its live trial ids
         for trial_id, grid in self.grid_of.items():  # every one, created by Tune or not yet
             self.live[grid].add(trial_id)
@@ -166,12 +175,16 @@ class GroupedSHA(FIFOScheduler):
         for trial, _ in ranked[:keep]:
             if trial is not current:
                 self.resume.add(trial)
+        store = OutcomeStore(self.outcomes)
         for trial, _ in ranked[keep:]:
-            self.live[grid].discard(trial.config["trial_id"])
+            trial_id = trial.config["trial_id"]
+            self.live[grid].discard(trial_id)
             self.stopped += 1
-            if trial is current:
+            if trial is current:  # it stored itself paused before it reported the rung
+                store.stop_at_rung(trial_id)
                 action = STOP
             elif trial.status == Trial.PAUSED or trial.is_saving:  # waits at the rung
+                store.stop_at_rung(trial_id)
                 tune_controller.stop_trial(trial)
         return action
 
@@ -221,14 +234,16 @@ def grace_epochs(cfg: ExperimentConfig) -> int:
     return cfg.sweep.grace_epochs or max(1, cfg.train.epochs // 4)
 
 
-def make_scheduler(cfg: ExperimentConfig, specs: list[TrialSpec]) -> TrialScheduler | None:
+def make_scheduler(
+    cfg: ExperimentConfig, specs: list[TrialSpec], outcomes: str
+) -> TrialScheduler | None:
     """The sweep's Tune scheduler: None (FIFO, every trial to the end), GroupedASHA
-    or GroupedSHA."""
+    or GroupedSHA, marking its decisions in the ``OutcomeStore`` at ``outcomes``."""
     kind = {"asha": GroupedASHA, "sha": GroupedSHA}.get(cfg.sweep.scheduler)
     if kind is None:
         return None
     epochs = max(s.config.train.epochs for s in specs)
-    return kind(specs, epochs, grace_epochs(cfg), cfg.sweep.reduction_factor)
+    return kind(specs, epochs, grace_epochs(cfg), cfg.sweep.reduction_factor, outcomes)
 
 
 def checkpoint_epochs(cfg: ExperimentConfig) -> frozenset[int]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from agd_ray.config import ExperimentConfig
 from agd_ray.storage import RunPaths
-from agd_ray.sweep.store import DONE, OutcomeStore
+from agd_ray.sweep.store import DONE, PARTIAL, OutcomeStore
 from agd_ray.timeline import mark
 from agd_ray.train.wandb_logger import shutdown_service
 from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
@@ -65,13 +65,15 @@ def make_trainable(
     paths: RunPaths,
     every_epoch: bool = False,
     rungs: frozenset[int] = frozenset(),
+    paused: frozenset[str] = frozenset(),
 ) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
     trial's resources (``trial_resources``). ``every_epoch``: in-process trials report
     every epoch's metrics to Tune (ASHA decides on them), not only checkpoints.
     ``rungs``: epochs where successive halving may pause a trial (``sweep.scheduler:
-    sha``): it reports a checkpoint there, and stores a ``stopped`` outcome first, in
-    case its grid stops it while it waits."""
+    sha``): a trial of an SHA grid (``paused``, trial ids) reports a checkpoint
+    there, and stores what it has trained first (``PARTIAL``), which the scheduler
+    makes ``stopped`` if its grid stops it there."""
     from ray import tune
 
     by_id = {s.trial_id: s for s in specs}
@@ -80,7 +82,7 @@ def make_trainable(
         return trial_resources(_spec(by_id, params["trial_id"]))
 
     trainable = tune.with_parameters(
-        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs
+        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs, paused=paused
     )
     return tune.with_resources(trainable, resources)
 
@@ -101,6 +103,7 @@ def run_trial(
     paths: RunPaths,
     every_epoch=False,
     rungs: frozenset[int] = frozenset(),
+    paused: frozenset[str] = frozenset(),
 ) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
@@ -109,31 +112,33 @@ def run_trial(
     mark(f"trial {trial_id}: starts")
     store = OutcomeStore(paths.outcomes)
     stored = store.get(trial_id)
-    paused = stored is not None and stored.status == "stopped" and ray.tune.get_checkpoint()
-    if stored is not None and stored.status in DONE and not paused:  # finished before
+    if stored is not None and stored.status in DONE:  # finished before an interruption
         ray.tune.report({"trial_id": trial_id, "status": stored.status})
         return
     spec = _spec(specs, trial_id)
     trial = TrialInfo(spec.trial_id, paths.storage, str(paths.out_dir))  # DIR/wandb/
     started = time.time()
 
-    def stopped(rows: list[dict]) -> TrialOutcome:  # what it trained, if it ends here
+    def so_far(rows: list[dict], status: str) -> TrialOutcome:  # what it has trained
         history, n_params = _history(rows)
-        return TrialOutcome(trial_id, "stopped", history, n_params, None, started, time.time())
+        return TrialOutcome(trial_id, status, history, n_params, None, started, time.time())
 
     try:
         if spec.config.scaling.num_workers == 1:
-            pause = (lambda rows: store.put(stopped(rows))) if rungs else None
+            rungs = rungs if trial_id in paused else frozenset()
+            pause = (lambda rows: store.put(so_far(rows, PARTIAL))) if rungs else None
             outcome = _train_in_process(spec.config, trial, every_epoch, rungs, pause)
         else:
             outcome = _train_on_workers(spec.config, trial, paths.train_runs)
-    except Stopped as stop:  # by ASHA or SHA: store what it trained, then end as Tune expects
-        # unless stored already: at an SHA rung, or by this trial's resumed run when
-        # this is the paused run's thread, ended late in a reused actor
-        now = store.get(trial_id)
-        if now is None or len(now.history) < len(stop.rows):
-            store.put(stopped(stop.rows))
-        mark(f"trial {trial_id}: stopped, outcome stored")
+    except Stopped as stop:  # Tune ended the run: by its scheduler, or the sweep's end
+        # stored if the scheduler marked it stopped (else it stays unfinished), unless
+        # stored already: by the scheduler from its pause, or by this trial's resumed
+        # run when this is the paused run's thread, ended late in a reused actor
+        now = store.get(trial_id)  # ours is newer if longer, or as long as a pause's
+        behind = -1 if now is None else len(now.history) - (now.status == PARTIAL)
+        if len(stop.rows) > behind and store.stop_marked(trial_id):
+            store.put(so_far(stop.rows, "stopped"))
+        mark(f"trial {trial_id}: ended by Tune")
         raise SystemExit(0) from None
     except Exception as err:
         store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
