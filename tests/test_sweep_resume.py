@@ -1,6 +1,8 @@
 """Kill a sweep's driver part-way (SIGKILL to its whole process group, Ray included),
 then ``--resume``: every trial appears once, finished trials are not re-run, and
-interrupted trials continue from their last checkpoint."""
+interrupted trials continue from their last checkpoint. Interrupt a successive-halving
+sweep (Ctrl-C) just after its first decision: only what the scheduler stopped is
+stored stopped, the rest stays unfinished, and ``--resume`` finishes the grids."""
 
 import os
 import signal
@@ -36,7 +38,7 @@ ARGS = [
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _sweep(out, *extra, **kw):
+def _sweep(out, *extra, args=ARGS, **kw):
     cmd = [
         sys.executable,
         "-m",
@@ -45,7 +47,7 @@ def _sweep(out, *extra, **kw):
         "experiments/quickstart.yaml",
         "--out",
         str(out),
-        *ARGS,
+        *args,
         *extra,
     ]
     return subprocess.Popen(
@@ -105,3 +107,44 @@ def test_resume_after_driver_is_killed(tmp_path):
     again = _sweep(tmp_path, "--resume")
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0 and "nothing to run" in out
+
+
+SHA = [
+    *("--set", "data.num_samples=2000", "--set", "train.epochs=8", "--set", "name=halved"),
+    *("--set", "sweep.grid={model.depth: [2, 3]}", "--set", "sweep.scheduler=sha"),
+    *("--set", "sweep.baselines=[{name: adam, lr: [0.003, 0.0001, 0.00001]}]"),
+    *("--set", "wandb.mode=disabled", "--set", "sweep.report=false"),
+]
+
+
+def test_sha_interrupted_then_resumed(tmp_path):
+    outcomes = tmp_path / "halved/ray/outcomes"
+    driver = _sweep(tmp_path, args=SHA)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(outcomes.glob("*.stop")):
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver alone
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "unfinished; the same command with --resume runs them" in out
+    assert "Tuner.restore" not in out
+    marked = {p.name.removesuffix(".stop") for p in outcomes.glob("*.stop")}
+    stored = {p.stem: p.read_text() for p in outcomes.glob("*.json")}
+    # stopped only where the scheduler decided so; AGD never
+    for trial_id, text in stored.items():
+        if '"status": "stopped"' in text:
+            assert trial_id in marked and "adam" in trial_id
+
+    resumed = _sweep(tmp_path, "--resume", args=SHA)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Traceback" not in out, out[-3000:]
+    trials = pq.read_table(tmp_path / "halved/trials.parquet").to_pylist()
+    epochs = pq.read_table(tmp_path / "halved/epochs.parquet").to_pylist()
+    status = {t["trial_id"]: t["status"] for t in trials}
+    assert len(status) == 8
+    # per depth: AGD completed; of Adam's three, the best at epoch 2 completed
+    assert sorted(status.values()) == ["completed"] * 4 + ["stopped"] * 4
+    for t in trials:
+        seen = sorted(e["epoch"] for e in epochs if e["trial_id"] == t["trial_id"])
+        assert seen == list(range(8 if t["status"] == "completed" else 2)), t["trial_id"]
