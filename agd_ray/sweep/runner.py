@@ -205,7 +205,7 @@ def _run(
         f"{concurrency} at a time" + EARLY_STOPPING.get(cfg.sweep.scheduler, "") + f" -> {where}"
     )
     early = cfg.sweep.scheduler != "fifo"
-    rungs = checkpoint_epochs(cfg)  # SHA's: where its grids' trials may be paused
+    rungs = checkpoint_epochs(cfg, todo)  # SHA's: where its grids' trials may be paused
     paused = frozenset(grids(todo)) if rungs else frozenset()
     trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, paused=paused)
     callback = sweep_callback(specs, paths, echo, prov)

@@ -246,10 +246,11 @@ def make_scheduler(
     return kind(specs, epochs, grace_epochs(cfg), cfg.sweep.reduction_factor, outcomes)
 
 
-def checkpoint_epochs(cfg: ExperimentConfig) -> frozenset[int]:
+def checkpoint_epochs(cfg: ExperimentConfig, specs: list[TrialSpec]) -> frozenset[int]:
     """The epochs after which a trial must report a checkpoint: SHA's rungs (a trial
-    paused there resumes from it); none for the other schedulers."""
-    if cfg.sweep.scheduler != "sha":
+    paused there resumes from it), as ``make_scheduler`` sets them for ``specs``;
+    none for the other schedulers."""
+    if cfg.sweep.scheduler != "sha" or not specs:
         return frozenset()
-    epochs = cfg.train.epochs
+    epochs = max(s.config.train.epochs for s in specs)
     return frozenset(rungs(grace_epochs(cfg), cfg.sweep.reduction_factor, epochs))
