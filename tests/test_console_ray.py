@@ -175,6 +175,26 @@ def test_progress_counts_trials_done_before_a_resume_and_caps_the_names():
     assert printed[-1].endswith(" | +2 more")
 
 
+def test_trials_paused_at_a_rung_are_counted_apart():
+    printed, clock = [], Clock()
+    s = specs(n_adam=3)
+    p = SweepProgress(s, s, printed.append, live=False, every_s=1, clock=clock)
+    p.start()
+    for trial_id in ("p-001-adam", "p-002-adam", "p-003-adam"):
+        p.started(trial_id)
+        p.result(trial_id, {"epoch": 1, "val_loss": 0.5})
+    p.waiting({"p-001-adam", "p-002-adam"})  # SHA: waiting for the grid's third
+    clock.now += 2
+    p.tick()
+    assert printed[-1].startswith("  ... 0/4 done, 1 running, 2 paused at a rung, 2s elapsed")
+    assert "p-003-adam epoch 2/10" in printed[-1] and "p-001-adam" not in printed[-1]
+    p.waiting(set())  # the grid decided: one resumed, the others stopped
+    p.finished("p-002-adam", "[1/4] p-002-adam ... stopped")
+    clock.now += 2
+    p.tick()
+    assert printed[-1].startswith("  ... 1/4 done, 2 running, 4s elapsed")
+
+
 def test_live_progress_is_one_line_rewritten_in_place(capsys):
     clock = Clock()
     s = specs()
