@@ -200,13 +200,17 @@ def _run(
 
     concurrency = cfg.sweep.max_concurrent_trials or default_concurrency(specs)
     where = f"{paths.out_dir}" + (f" and {paths.home}" if paths.remote else "")
-    echo(
-        f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
-        f"{concurrency} at a time" + EARLY_STOPPING.get(cfg.sweep.scheduler, "") + f" -> {where}"
-    )
     early = cfg.sweep.scheduler != "fifo"
     rungs = checkpoint_epochs(cfg, todo)  # SHA's: where its grids' trials may be paused
     paused = frozenset(grids(todo)) if rungs else frozenset()
+    stopping = EARLY_STOPPING.get(cfg.sweep.scheduler, "")
+    if rungs:
+        at = ", ".join(str(r) for r in sorted(rungs))
+        stopping += f" (rungs at epochs {at}, the best 1/{cfg.sweep.reduction_factor:g} go on)"
+    echo(
+        f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
+        f"{concurrency} at a time{stopping} -> {where}"
+    )
     trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, paused=paused)
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
