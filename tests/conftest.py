@@ -21,9 +21,17 @@ def _cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """One small local Ray instance per test module (ENVIRONMENT.md's recipe)."""
+    """One small local Ray instance per test module (ENVIRONMENT.md's recipe). Its
+    workers' output stays in their log files, as the CLI keeps it unless --verbose
+    (``ensure_ray``): a test of what a user sees does not see Ray's teardown of a
+    trial actor (a SIGTERM mid-exit prints a SystemExit traceback in its log)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 2**20)
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
