@@ -34,7 +34,7 @@ from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
-from agd_ray.sweep.scheduler import checkpoint_epochs, grids, make_scheduler
+from agd_ray.sweep.scheduler import GroupedSHA, make_scheduler
 from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
@@ -201,8 +201,11 @@ def _run(
     concurrency = cfg.sweep.max_concurrent_trials or default_concurrency(specs)
     where = f"{paths.out_dir}" + (f" and {paths.home}" if paths.remote else "")
     early = cfg.sweep.scheduler != "fifo"
-    rungs = checkpoint_epochs(cfg, todo)  # SHA's: where its grids' trials may be paused
-    paused = frozenset(grids(todo)) if rungs else frozenset()
+    scheduler = make_scheduler(cfg, todo, paths.outcomes)
+    # SHA's rungs and the trials it may pause there (they checkpoint at each rung)
+    sha = isinstance(scheduler, GroupedSHA)
+    rungs = frozenset(scheduler.rungs) if sha else frozenset()
+    pausable = frozenset(scheduler.grid_of) if sha else frozenset()
     stopping = EARLY_STOPPING.get(cfg.sweep.scheduler, "")
     if rungs:
         at = ", ".join(str(r) for r in sorted(rungs))
@@ -211,7 +214,7 @@ def _run(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
         f"{concurrency} at a time{stopping} -> {where}"
     )
-    trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, paused=paused)
+    trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, pausable=pausable)
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment
@@ -230,7 +233,7 @@ def _run(
                 # slot held by trials waiting for grid-mates not yet created, the sweep
                 # would wait forever; the resources alone set SHA's concurrency
                 max_concurrent_trials=None if cfg.sweep.scheduler == "sha" else concurrency,
-                scheduler=make_scheduler(cfg, todo, paths.outcomes),
+                scheduler=scheduler,
                 reuse_actors=True,
                 trial_name_creator=trial_name,
                 trial_dirname_creator=trial_name,

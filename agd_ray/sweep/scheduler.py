@@ -244,13 +244,3 @@ def make_scheduler(
         return None
     epochs = max(s.config.train.epochs for s in specs)
     return kind(specs, epochs, grace_epochs(cfg), cfg.sweep.reduction_factor, outcomes)
-
-
-def checkpoint_epochs(cfg: ExperimentConfig, specs: list[TrialSpec]) -> frozenset[int]:
-    """The epochs after which a trial must report a checkpoint: SHA's rungs (a trial
-    paused there resumes from it), as ``make_scheduler`` sets them for ``specs``;
-    none for the other schedulers."""
-    if cfg.sweep.scheduler != "sha" or not specs:
-        return frozenset()
-    epochs = max(s.config.train.epochs for s in specs)
-    return frozenset(rungs(grace_epochs(cfg), cfg.sweep.reduction_factor, epochs))

@@ -65,13 +65,13 @@ def make_trainable(
     paths: RunPaths,
     every_epoch: bool = False,
     rungs: frozenset[int] = frozenset(),
-    paused: frozenset[str] = frozenset(),
+    pausable: frozenset[str] = frozenset(),
 ) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
     trial's resources (``trial_resources``). ``every_epoch``: in-process trials report
     every epoch's metrics to Tune (ASHA decides on them), not only checkpoints.
     ``rungs``: epochs where successive halving may pause a trial (``sweep.scheduler:
-    sha``): a trial of an SHA grid (``paused``, trial ids) reports a checkpoint
+    sha``): a trial of an SHA grid (``pausable``, trial ids) reports a checkpoint
     there, and stores what it has trained first (``PARTIAL``), which the scheduler
     makes ``stopped`` if its grid stops it there."""
     from ray import tune
@@ -82,7 +82,7 @@ def make_trainable(
         return trial_resources(_spec(by_id, params["trial_id"]))
 
     trainable = tune.with_parameters(
-        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs, paused=paused
+        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs, pausable=pausable
     )
     return tune.with_resources(trainable, resources)
 
@@ -103,7 +103,7 @@ def run_trial(
     paths: RunPaths,
     every_epoch=False,
     rungs: frozenset[int] = frozenset(),
-    paused: frozenset[str] = frozenset(),
+    pausable: frozenset[str] = frozenset(),
 ) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
@@ -125,18 +125,17 @@ def run_trial(
 
     try:
         if spec.config.scaling.num_workers == 1:
-            rungs = rungs if trial_id in paused else frozenset()
+            rungs = rungs if trial_id in pausable else frozenset()
             pause = (lambda rows: store.put(so_far(rows, PARTIAL))) if rungs else None
             outcome = _train_in_process(spec.config, trial, every_epoch, rungs, pause)
         else:
             outcome = _train_on_workers(spec.config, trial, paths.train_runs)
     except Stopped as stop:  # Tune ended the run: by its scheduler, or the sweep's end
         # stored if the scheduler marked it stopped (else it stays unfinished), unless
-        # stored already: by the scheduler from its pause, or by this trial's resumed
+        # stored already: by SHA's scheduler at the rung, or by this trial's resumed
         # run when this is the paused run's thread, ended late in a reused actor
-        now = store.get(trial_id)  # ours is newer if longer, or as long as a pause's
-        behind = -1 if now is None else len(now.history) - (now.status == PARTIAL)
-        if len(stop.rows) > behind and store.stop_marked(trial_id):
+        now = store.get(trial_id)
+        if store.stop_marked(trial_id) and (now is None or len(stop.rows) > len(now.history)):
             store.put(so_far(stop.rows, "stopped"))
         mark(f"trial {trial_id}: ended by Tune")
         raise SystemExit(0) from None
