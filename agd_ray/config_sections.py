@@ -129,6 +129,11 @@ class OptimizerConfig(Section):
     the direction and 1 the largest step that does not increase the loss."""
     beta3: float = Field(default=0.9, ge=0.0, lt=1.0)
     """curvature: moving-average factor of the curvature estimate."""
+    second_order: Literal["taylor", "reverse"] = "taylor"
+    """curvature: how <H u, u> is computed: "taylor" (second-order forward mode, in
+    the gradient's forward for curvature_onepass) or "reverse" (H u by a second
+    backward through the gradient's; for a model with an operation Taylor mode has no
+    rule for, which "taylor" also falls back to, with a warning)."""
     lr: PositiveFloat | None = None
     """Learning rate (defaults: adam 1e-3, muon 0.02, prodigy 1.0 (a multiplier of its
     estimate), schedulefree_adamw 2.5e-3; sgd needs one)."""

@@ -6,14 +6,14 @@ One training step as the training loop takes it (``agd_ray.train.step``), on an 
 (``--depth`` x ``--width``, MNIST-1D-sized inputs, batch ``--batch``), square loss:
 
 - sgd, adam: forward, backward, torch's step (foreach);
-- curvature (exact, ``CurvatureStep``'s API): forward, backward, then the step's
-  second forward and its two backwards for H d along this step's direction d;
-- curvature_onepass: one forward, the gradient's backward kept differentiable, and
-  the backward of <g, u> for H u along the previous direction (no separate forward
-  and backward);
-- curvature one forward: the same pass with u = this step's direction, computed
-  from g between the two backwards: the exact step's iterates (the training loop's
-  ``curvature``).
+- curvature_onepass (the loop's): c along the previous direction; "taylor": in the
+  gradient's own forward (second-order forward mode), "reverse": by a backward of
+  <g, u> through the gradient's kept graph;
+- curvature (the loop's, the exact step's iterates): c along this step's direction;
+  "taylor": a Taylor forward after the gradient's pass, "reverse": that pass's
+  second backward;
+- exact (``CurvatureStep``'s API): the ordinary backward, then c along d in a pass
+  of the step's own.
 
 Every round is the median of ``--repeats`` interleaved runs (machine noise hits the
 steps alike); the ratios are printed per round and their median at the end. The
@@ -33,19 +33,15 @@ from agd_ray.models import FCN
 from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass
 from agd_ray.train.step import loss_fn
 
-STEPS = {
-    "sgd": ("sgd", None),
-    "adam": ("adam", None),
-    "curvature sgd": ("exact", "sgd"),
-    "curvature adam": ("exact", "adam"),
-    "curvature_onepass sgd": ("onepass", "sgd"),
-    "curvature_onepass adam": ("onepass", "adam"),
-    "curvature one forward sgd": ("current", "sgd"),
-    "curvature one forward adam": ("current", "adam"),
-}
+STEPS = {"sgd": ("sgd", None, None), "adam": ("adam", None, None)}
+for _kind in ("onepass", "current", "exact"):
+    for _method in ("taylor", "reverse"):
+        for _direction in ("sgd", "adam"):
+            _name = {"onepass": "curvature_onepass", "current": "curvature"}.get(_kind, _kind)
+            STEPS[f"{_name} {_method} {_direction}"] = (_kind, _direction, _method)
 
 
-def train_step(kind: str, direction: str | None, args, x, y):
+def train_step(kind: str, direction: str | None, method: str | None, args, x, y):
     """A closure taking one training step of a fresh model with this optimizer."""
     torch.manual_seed(0)
     model = FCN(args.depth, args.width, x.shape[1], 10)
@@ -59,10 +55,12 @@ def train_step(kind: str, direction: str | None, args, x, y):
 
     if kind in ("onepass", "current"):  # the loop's: the step takes the gradient
         along = "current" if kind == "current" else "previous"
-        opt = CurvatureStepOnePass(params, along=along, direction=direction, lam=0.5)
+        opt = CurvatureStepOnePass(
+            params, along=along, direction=direction, lam=0.5, second_order=method
+        )
         return lambda: opt.step(loss_fn=batch_loss)
     if kind == "exact":
-        opt = CurvatureStep(params, direction=direction, lam=0.5)
+        opt = CurvatureStep(params, direction=direction, lam=0.5, second_order=method)
 
         def step():
             opt.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
-"""The curvature-rescaled step, exact and one-pass (the gradient and the curvature
-from one forward; along the previous direction, or along this step's, which is the
-exact step): on a quadratic each lands where its equations say; the one-pass step
-trains an FCN and a BatchNorm ResNet and resumes exactly."""
+"""The curvature-rescaled step, exact and one-pass (along the previous direction, or
+along this step's, which is the exact step), with <H u, u> by Taylor mode or
+reverse-over-reverse: on a quadratic each lands where its equations say; the one-pass
+step trains an FCN and a BatchNorm ResNet, moves BatchNorm statistics once per step
+and resumes exactly."""
 
 import copy
 
@@ -12,7 +13,8 @@ from torch.func import functional_call
 
 from agd_ray.models import FCN
 from agd_ray.models.resnet import preact_resnet18
-from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass, grad_and_hvp
+from agd_ray.optim.curvature import CurvatureStep, CurvatureStepOnePass
+from agd_ray.optim.second_order import grad_and_hvp
 from agd_ray.train.step import loss_fn as make_loss_fn
 
 LAM, BETA3 = 0.5, 0.9
@@ -44,16 +46,19 @@ def _by_hand(A, b, theta, momentum, one_pass, steps):
     return iterates
 
 
+@pytest.mark.parametrize("second_order", ["taylor", "reverse"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("step", ["exact", "one_pass", "one_pass_current"])
-def test_the_steps_land_where_the_equations_say_on_a_quadratic(step, momentum):
+def test_the_steps_land_where_the_equations_say_on_a_quadratic(step, momentum, second_order):
     A, b, theta0 = _quadratic()
 
     def f(t):
         return 0.5 * t @ A @ t - b @ t
 
     theta = nn.Parameter(theta0.clone())
-    kwargs = dict(direction="sgd", lam=LAM, momentum=momentum, beta3=BETA3)
+    kwargs = dict(
+        direction="sgd", lam=LAM, momentum=momentum, beta3=BETA3, second_order=second_order
+    )
     if step == "exact":
         opt = CurvatureStep([theta], **kwargs)
     else:
@@ -127,15 +132,29 @@ def test_one_pass_step_trains_an_fcn_with_the_loops_square_loss(direction):
 
 
 @pytest.mark.parametrize("along", ["previous", "current"])
-def test_one_pass_step_updates_batchnorm_statistics_in_its_pass(along):
+def test_one_pass_step_updates_batchnorm_statistics_once_per_step(along):
+    """Whichever pass computes c (the gradient's, or a Taylor forward of its own), the
+    running statistics move once per step, and Taylor mode takes the step that
+    reverse-over-reverse does."""
     torch.manual_seed(0)
     images, labels = torch.randn(16, 3, 8, 8), torch.randint(0, 4, (16,))
-    net = preact_resnet18(3, 4, bias=True, width=4)
-    opt = CurvatureStepOnePass(net.parameters(), along=along, direction="adam", lam=0.5)
-    bn = net.bn
-    losses = _train_one_pass(net, opt, images, labels, steps=12)
-    # one forward per step; along the previous direction, one more on the first
-    assert int(bn.num_batches_tracked) == 12 + (along == "previous")
+    nets, opts = {}, {}
+    for method in ("taylor", "reverse"):
+        torch.manual_seed(0)
+        nets[method] = net = preact_resnet18(3, 4, bias=True, width=4).double()
+        opts[method] = CurvatureStepOnePass(
+            net.parameters(), along=along, direction="adam", lam=0.5, second_order=method
+        )
+    for step in range(1, 3):
+        for method in ("taylor", "reverse"):
+            _train_one_pass(nets[method], opts[method], images.double(), labels, steps=1)
+        torch.testing.assert_close(opts["taylor"].curvature, opts["reverse"].curvature)
+        reverse_state = nets["reverse"].state_dict()
+        for key, value in nets["taylor"].state_dict().items():
+            torch.testing.assert_close(value, reverse_state[key])
+        assert int(nets["taylor"].bn.num_batches_tracked) == step
+    losses = _train_one_pass(nets["taylor"], opts["taylor"], images.double(), labels, steps=10)
+    assert int(nets["taylor"].bn.num_batches_tracked) == 12
     assert losses[-1] < losses[0]
 
 
@@ -154,15 +173,20 @@ def test_one_pass_state_round_trips_through_a_checkpoint():
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("second_order", ["taylor", "reverse"])
 @pytest.mark.parametrize("name", ["curvature", "curvature_onepass"])
-def test_the_loop_takes_one_forward_per_curvature_step(name):
-    """The training loop's step for both registry entries is one forward (the step
-    takes the gradient itself); ``curvature`` takes the exact step's iterates."""
+def test_the_loops_curvature_steps_and_their_forwards(name, second_order):
+    """The training loop's step for both registry entries takes the gradient itself;
+    ``curvature`` takes the exact step's iterates. Forwards per step: the gradient's,
+    and a Taylor forward of its own when c is along this step's direction (every step
+    of ``curvature``, the first of ``curvature_onepass``); reverse-over-reverse takes
+    c in the gradient's pass."""
     from agd_ray.config import load_config
     from agd_ray.optim.registry import OPTIMIZERS
     from agd_ray.train.step import Parts, train_step
 
-    cfg = load_config(None, [f"optimizer.name={name}", "optimizer.direction=adam"])
+    overrides = [f"optimizer.name={name}", "optimizer.direction=adam"]
+    cfg = load_config(None, [*overrides, f"optimizer.second_order={second_order}"])
     x, y = _data()
     criterion = make_loss_fn("mse", 3)
     torch.manual_seed(0)
@@ -172,17 +196,21 @@ def test_the_loop_takes_one_forward_per_curvature_step(name):
     parts = Parts(
         model, entry.build(cfg.optimizer, model), entry, criterion, torch.device("cpu"), None
     )
+    assert parts.optimizer.second_order == second_order
     exact = CurvatureStep(exact_model.parameters(), direction="adam", lam=cfg.optimizer.lam)
     forwards = []
     model.register_forward_hook(lambda *_: forwards.append(1))
+    taylor = second_order == "taylor"
     for step in range(1, 4):
         loss, out = train_step(parts, x, y)
         assert out.shape == (len(y), 3) and not loss.requires_grad
         exact.zero_grad()
         criterion(exact_model(x), y).backward()
         exact.step(loss_fn=lambda ps: _one_pass_loss(exact_model, x, y, criterion)(ps)[0])
-        # along the previous direction, the first step takes one more pass
-        assert len(forwards) == step + (name == "curvature_onepass")
+        if name == "curvature":
+            assert len(forwards) == step * (2 if taylor else 1)
+        else:
+            assert len(forwards) == step + taylor
     same = all(
         torch.allclose(p, q, rtol=1e-5, atol=1e-6)
         for p, q in zip(model.parameters(), exact_model.parameters(), strict=True)

@@ -5,32 +5,42 @@ the learning rate by second order automatic differentiation", exact or in one pa
     loss.backward()
     opt.step(loss_fn=lambda params: criterion(functional_call(model, params, x), y))
 
-    opt = CurvatureStepOnePass(model.parameters(), along="current", direction="adam")
+    opt = CurvatureStepOnePass(model.parameters(), along="previous", direction="adam")
     loss, out = opt.step(loss_fn=lambda params: (criterion(out := f(params), y), out))
 
 A base optimizer (SGD, or Adam without its learning rate) proposes a direction d;
 the step length along d comes from the loss's curvature on this batch:
 
-    c     = <H u, u> / |u|^2          (H u by reverse-over-reverse: a second backward,
-                                        of <g, u>, through the gradient's own)
+    c     = <H u, u> / |u|^2
     c_avg = beta3 * c_avg + (1 - beta3) * c,  bias-corrected: c_hat = c_avg / (1 - beta3^t)
     L     = max(c_hat, c)
     r     = 2 <g, d> / (L |d|^2)
     theta <- theta - lam * r * d
 
-``CurvatureStep`` (exact, u = d) keeps torch's optimizer API: after the ordinary
-backward, its ``step`` runs a second forward, the gradient's backward kept
-differentiable, then the backward of <g, d>. ``CurvatureStepOnePass`` takes the
-gradient itself (its ``step`` replaces the backward): one forward and those two
-backwards, with u chosen between them, either
+<H u, u> (``agd_ray.optim.second_order``), with ``second_order``:
 
-- ``along="current"``: u = d, this step's direction, computed from g: the exact
-  step's iterates with one forward instead of two (the training loop's
-  ``curvature``; 3.0-3.4x an SGD step against 4.1-4.4x, ``benchmarks/curvature_step.py``);
-- ``along="previous"``: u = d_{t-1}, the previous step's direction (the loop's
-  ``curvature_onepass``): the exact step while the curvature along the path changes
-  slowly; its first step, with no previous direction, is the exact one. It costs what
-  ``current`` does: choosing u before the pass saves nothing in reverse-over-reverse.
+- "taylor" (the default): the second Taylor coefficient of the loss along u, carried
+  through a forward pass (``agd_ray.optim.taylor``): no backward of its own, and the
+  gradient's own forward when u is known before the batch;
+- "reverse": H u by a backward of <g, u> through the gradient's kept graph
+  (reverse-over-reverse), then its dot with u. A model with an operation that Taylor
+  mode has no rule for falls back to it, with a warning.
+
+``CurvatureStep`` (exact, u = d) keeps torch's optimizer API: after the ordinary
+backward, its ``step`` computes c along d in a pass of its own. ``CurvatureStepOnePass``
+takes the gradient itself (its ``step`` replaces the backward), either
+
+- ``along="previous"`` (the training loop's ``curvature_onepass``): u = d_{t-1}, the
+  previous step's direction, known before the batch, so in Taylor mode c comes from
+  the gradient's forward: 2.1-2.3x a plain step's time (``benchmarks/curvature_step.py``).
+  The exact step while the curvature along the path changes slowly; its first step,
+  with no previous direction, is the exact one;
+- ``along="current"`` (the loop's ``curvature``): u = d, this step's direction, computed
+  from g: the exact step's iterates, c by a Taylor forward after the gradient's pass
+  (or, "reverse", by the second backward of that pass, one forward instead of two).
+
+Every pass after the gradient's leaves batch norms' running statistics alone: they
+move once per step.
 
 On a quadratic, f(theta - t d) = f - t <g, d> + t^2/2 <H d, d>: the exact line
 minimiser is t* = <g, d> / <H d, d>, which is lam = 1/2 (with L = c), and the loss
@@ -48,78 +58,24 @@ device tensors after each step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-LossFn = Callable[[Sequence[Tensor]], Tensor | tuple[Tensor, ...]]
-"""params -> loss, or -> (loss, anything else, e.g. the model's output)."""
+from agd_ray.optim.second_order import (
+    frozen_stats,
+    gradient_pass,
+    mean_over_ranks,
+    sum_of_dots,
+    uhu_forward,
+)
+from agd_ray.optim.taylor import LossFn, TaylorUnsupported, taylor_pass
 
-
-HVP = Callable[[Sequence[Tensor]], list[Tensor]]
-"""u -> H u, by a backward through a kept gradient graph."""
-
-
-def gradient_pass(
-    loss_fn: LossFn, params: Sequence[Tensor], keep_graph: bool
-) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], HVP | None]:
-    """One forward and the gradient's backward: loss_fn's value at ``params``
-    (detached), the gradient g (detached) and, with ``keep_graph``, a function
-    u -> H u. The backward keeps its own graph (``create_graph``), so that H u is
-    one more backward, of <g, u>, through it (reverse-over-reverse): u may be
-    chosen after seeing g (e.g. this step's direction), with no second forward."""
-    with torch.enable_grad():
-        value = loss_fn(params)
-        loss = value[0] if isinstance(value, tuple) else value
-        grads = torch.autograd.grad(loss, params, create_graph=keep_graph, materialize_grads=True)
-
-    def hvp(u: Sequence[Tensor]) -> list[Tensor]:
-        with torch.enable_grad():
-            gu = [
-                torch.dot(g.reshape(-1), t.reshape(-1).to(g.dtype))
-                for g, t in zip(grads, u, strict=True)
-                if g.requires_grad
-            ]
-            if not gu:  # the gradient does not depend on the parameters: H = 0
-                return [torch.zeros_like(p) for p in params]
-            return list(torch.autograd.grad(sum(gu), params, materialize_grads=True))
-
-    def detached(x):
-        return x.detach() if isinstance(x, Tensor) else x
-
-    value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
-    return value, [g.detach() for g in grads], hvp if keep_graph else None
-
-
-def grad_and_hvp(
-    loss_fn: LossFn, params: Sequence[Tensor], tangents: Sequence[Tensor] | None
-) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor], list[Tensor] | None]:
-    """loss_fn's value, its gradient g and H u for the ``tangents`` u (None: g alone),
-    from one ``gradient_pass``. On 2 CPU cores (an 8 x 1024 FCN, batch 128), H u costs
-    3.1x a plain forward and backward this way, about what forward-over-reverse costs
-    with torch's dual tensors (3.2x): every matrix product of both passes gets its
-    tangent's two more. Reverse-over-reverse is kept for the choice of u after g."""
-    value, g, hvp = gradient_pass(loss_fn, params, keep_graph=tangents is not None)
-    return value, g, None if hvp is None else hvp(tangents)
-
-
-def _sum_of_dots(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """sum_i <a_i, b_i> in fp32 (or fp64), one read of each tensor (BLAS dot)."""
-
-    def flat(t: Tensor) -> Tensor:
-        t = t.reshape(-1)
-        return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-    return torch.stack([torch.dot(flat(x), flat(y)) for x, y in zip(a, b, strict=True)]).sum()
-
-
-def _mean_over_ranks(x: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
+METHODS = ("taylor", "reverse")
+"""How <H u, u> is computed (``agd_ray.optim.second_order``)."""
 
 
 class CurvatureStep(torch.optim.Optimizer):
@@ -136,14 +92,18 @@ class CurvatureStep(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         beta3: float = 0.9,
+        second_order: str = "taylor",
     ):
         if direction not in ("sgd", "adam"):
             raise ValueError(f"direction must be sgd or adam, got {direction!r}")
         if not lam > 0:
             raise ValueError(f"lam must be > 0, got {lam}")
+        if second_order not in METHODS:
+            raise ValueError(f"second_order must be taylor or reverse, got {second_order!r}")
         defaults = dict(momentum=momentum, betas=betas, eps=eps)
         super().__init__(params, defaults)
         self.direction, self.lam, self.beta3 = direction, lam, beta3
+        self.second_order = second_order
         self.t = 0
         self.c_avg: Tensor | None = None
         self.curvature = self.L = self.rate = torch.zeros(())
@@ -206,7 +166,7 @@ class CurvatureStep(torch.optim.Optimizer):
     def _rescaled_step(self, params: list[Tensor], g: list[Tensor], d: list[Tensor], c: Tensor):
         """c_avg, L = max(c_hat, c), r = 2 <g, d> / (L |d|^2), theta <- theta - lam r d."""
         tiny = torch.finfo(torch.float32).tiny
-        dd, gd = _sum_of_dots(d, d), _sum_of_dots(g, d)
+        dd, gd = sum_of_dots(d, d), sum_of_dots(g, d)
         prev = self.c_avg if self.c_avg is not None else torch.zeros_like(c)
         self.c_avg = self.beta3 * prev + (1 - self.beta3) * c
         c_hat = self.c_avg / (1 - self.beta3**self.t)
@@ -217,10 +177,28 @@ class CurvatureStep(torch.optim.Optimizer):
         self.curvature, self.L, self.rate = c, L, rate
 
     @torch.no_grad()
-    def _curvature(self, hu: list[Tensor], u: list[Tensor]) -> Tensor:
+    def _curvature(self, uhu: Tensor, u: list[Tensor]) -> Tensor:
         """c = <H u, u> / |u|^2, <H u, u> averaged over ranks."""
-        uhu = _mean_over_ranks(_sum_of_dots(hu, u).float())
-        return uhu / _sum_of_dots(u, u).float().clamp_min(torch.finfo(torch.float32).tiny)
+        uhu = mean_over_ranks(uhu.float())
+        return uhu / sum_of_dots(u, u).float().clamp_min(torch.finfo(torch.float32).tiny)
+
+    def _reverse_instead(self, error: TaylorUnsupported) -> None:
+        """From now on, <H u, u> by reverse-over-reverse (said once)."""
+        warnings.warn(
+            f"curvature step: {error} in this model; <H u, u> by reverse-over-reverse "
+            "from now on (slower; optimizer.second_order: reverse says so up front)",
+            stacklevel=3,
+        )
+        self.second_order = "reverse"
+
+    def _curvature_along(self, loss_fn: LossFn, params: list[Tensor], u: list[Tensor]) -> Tensor:
+        """c along u from a pass of its own (batch norms' running statistics untouched)."""
+        if self.second_order == "taylor":
+            try:
+                return self._curvature(uhu_forward(loss_fn, params, u, "taylor"), u)
+            except TaylorUnsupported as error:
+                self._reverse_instead(error)
+        return self._curvature(uhu_forward(loss_fn, params, u, "reverse"), u)
 
     def step(self, closure=None, *, loss_fn: LossFn | None = None):
         if loss_fn is None:
@@ -232,8 +210,7 @@ class CurvatureStep(torch.optim.Optimizer):
         params = self._params()
         g = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         d = self._direction(g)
-        _, _, hd = grad_and_hvp(loss_fn, params, [x.detach() for x in d])
-        self._rescaled_step(params, g, d, self._curvature(hd, d))
+        self._rescaled_step(params, g, d, self._curvature_along(loss_fn, params, d))
         return loss
 
 
@@ -244,10 +221,9 @@ class CurvatureStepOnePass(CurvatureStep):
     (loss, output)) at the parameters before the step, detached.
 
     ``along="previous"``: c along the previous step's direction, known before the
-    batch (the first step, with none yet, calls ``loss_fn`` once more for c along d).
-    ``along="current"``: c along this step's direction d, computed from the gradient
-    between the pass's two backwards: the exact step (``CurvatureStep``'s iterates)
-    at the one-pass price, one forward instead of two."""
+    batch (the first step, with none yet, takes c along d as ``current`` does).
+    ``along="current"``: c along this step's direction d, computed from the gradient:
+    the exact step (``CurvatureStep``'s iterates)."""
 
     def __init__(self, params, along: str = "previous", **kwargs):
         if along not in ("previous", "current"):
@@ -260,23 +236,32 @@ class CurvatureStepOnePass(CurvatureStep):
             raise ValueError("CurvatureStepOnePass.step needs loss_fn (params -> loss)")
         params = self._params()
         prev = [self.state[p].get("direction") for p in params]
-        first = any(u is None for u in prev)
-        value, g, hvp = gradient_pass(loss_fn, params, keep_graph=True)
+        in_pass = self.along == "previous" and not any(u is None for u in prev)
+        taylor, hvp = self.second_order == "taylor", None
+        if in_pass and taylor:  # c along d_{t-1} in the gradient's own forward
+            try:
+                value, g, uhu = taylor_pass(loss_fn, params, prev)
+            except TaylorUnsupported as error:  # a model that took another path
+                self._reverse_instead(error)
+                with frozen_stats():  # its forward has run, in part
+                    return self.step(loss_fn=loss_fn)
+        else:  # reverse-over-reverse keeps the graph for H u; Taylor mode needs none
+            value, g, hvp = gradient_pass(loss_fn, params, keep_graph=not taylor)
         with torch.no_grad():
             if dist.is_available() and dist.is_initialized():  # DDP's all-reduce of g
-                flat = _mean_over_ranks(torch._utils._flatten_dense_tensors(g))
+                flat = mean_over_ranks(torch._utils._flatten_dense_tensors(g))
                 g = list(torch._utils._unflatten_dense_tensors(flat, g))
-            if self.along == "current":
+            if in_pass:  # c from d_{t-1} before the direction update (a momentum buffer is it)
+                if hvp is not None:
+                    uhu = sum_of_dots(hvp(prev), prev)
+                c = self._curvature(uhu, prev)
                 d = self._direction(g)
-                c = self._curvature(hvp([x.detach() for x in d]), d)
-            elif first:  # no previous direction yet: the exact step, a second pass
-                hvp = None  # free the first pass's graph before the second
+            else:  # c along this step's d
                 d = self._direction(g)
-                _, _, hd = grad_and_hvp(loss_fn, params, [x.detach() for x in d])
-                c = self._curvature(hd, d)
-            else:  # c from d_{t-1} before the direction update (a momentum buffer is it)
-                c = self._curvature(hvp(prev), prev)
-                d = self._direction(g)
+                if hvp is not None:  # by the pass's second backward
+                    c = self._curvature(sum_of_dots(hvp(d), d), d)
+                else:  # by a Taylor forward of its own
+                    c = self._curvature_along(loss_fn, params, d)
             self._rescaled_step(params, g, d, c)
             if self.along == "previous":
                 for p, u in zip(params, d, strict=True):

@@ -100,6 +100,7 @@ def _curvature(along: str):
             betas=tuple(cfg.betas),
             eps=cfg.eps,
             beta3=cfg.beta3,
+            second_order=cfg.second_order,
         )
 
     return build
@@ -122,7 +123,7 @@ OPTIMIZERS: dict[str, Entry] = {
     ),
     "curvature": Entry(
         _curvature("current"),
-        "de Gournay & Gossard's curvature-rescaled step (exact; one forward per step)",
+        "de Gournay & Gossard's curvature-rescaled step (exact)",
         schedule=False,
         step_needs_loss=True,
         step_takes_gradient=True,

@@ -1,0 +1,140 @@
+"""<H u, u> in the forward pass that takes the gradient: second-order Taylor mode.
+
+    value, g, uhu = taylor_pass(loss_fn, params, u)           # uhu = <H u, u>, g: the gradient
+    value, _, uhu = taylor_pass(loss_fn, params, u, grad=False)   # a forward alone
+
+For the batch loss f and a direction u, phi(t) = f(theta + t u) = f0 + t f1 + t^2 f2 + ...
+with f1 = <g, u> and f2 = <H u, u> / 2. Every value the forward computes from theta is
+carried with its first two Taylor coefficients along u, x(t) = x0 + t x1 + t^2 x2, by
+a torch function mode (``agd_ray.optim.taylor_rules`` has each operation's rule):
+
+- a product B(a, b) (matmul, linear, convolution, *): y1 = B(a1, b0) + B(a0, b1),
+  y2 = B(a2, b0) + B(a1, b1) + B(a0, b2); a weight W + t U has W1 = U and W2 = 0, so
+  a layer's W x costs four more products: W x1, U x0, W x2, U x1;
+- a linear operation (reshape, sum, pooling, +): y_k = op(x_k);
+- a smooth pointwise f: y1 = f'(x0) x1, y2 = f'(x0) x2 + f''(x0) x1^2 / 2 (ReLU's f'' = 0);
+- log-softmax (cross-entropy, softmax), batch and layer norm, attention: theirs.
+
+x0 is the forward itself, recorded by autograd as usual, so g is the ordinary backward
+of the same pass and <H u, u> comes with no backward of its own: per weight matrix 7
+products against a plain step's 3 (forward, two in the backward), where H u by a
+second backward through the kept gradient graph (reverse-over-reverse, or torch's
+forward-over-reverse) costs 9, since it computes every entry of the vector H u, of
+which the step needs one number.
+
+An operation with no rule whose float result depends on u raises ``TaylorUnsupported``
+(the forward stops there); the curvature step then falls back to reverse-over-reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
+
+from agd_ray.optim.taylor_layers import RULES
+from agd_ray.optim.taylor_rules import ZERO, TaylorUnsupported
+
+__all__ = ["Jet", "LossFn", "TaylorUnsupported", "taylor_pass"]
+
+LossFn = Callable[[Sequence[Tensor]], Tensor | tuple[Tensor, ...]]
+
+
+def op_name(func) -> str:
+    """The operation's name: ``torch.relu``, ``F.relu`` and ``Tensor.relu`` are all
+    "relu"; a property read (``x.T``, ``x.shape``) is the property's name."""
+    name = getattr(func, "__name__", repr(func))
+    if name == "__get__":
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return name
+
+
+class Jet(TorchFunctionMode):
+    """The coefficients (x1, x2) of every value derived from the seeds; None is zero.
+
+    ``update_stats=False``: a batch norm runs on batch statistics without updating its
+    running ones or counting the batch (a second forward over the same batch)."""
+
+    def __init__(self, seeds: Sequence[tuple[Tensor, Tensor]], update_stats: bool = True):
+        super().__init__()
+        # id -> (the value, kept alive so that no id is reused during the pass, x1, x2)
+        self.coefs: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {
+            id(p): (p, u, None) for p, u in seeds
+        }
+        self.update_stats = update_stats
+
+    def of(self, x) -> tuple[Tensor | None, Tensor | None]:
+        """x's (x1, x2): (None, None) for a constant."""
+        entry = self.coefs.get(id(x)) if isinstance(x, Tensor) else None
+        return (None, None) if entry is None else entry[1:]
+
+    def carries(self, x) -> bool:
+        return isinstance(x, Tensor) and id(x) in self.coefs
+
+    def coef(self, x, k: int) -> Tensor | None:
+        """x's k-th coefficient (k = 0: x itself)."""
+        return x if k == 0 else self.of(x)[k - 1]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not any(self.carries(t) for t in tree_leaves((args, kwargs))):
+            if self.update_stats:
+                return func(*args, **kwargs)
+            counter = isinstance(args[0], Tensor) and not args[0].is_floating_point()
+            if counter and getattr(func, "__name__", "") == "add_":
+                return args[0]  # a batch norm's batch counter: this pass counts no batch
+            if func is not F.batch_norm:
+                return func(*args, **kwargs)
+        name = op_name(func)
+        rule = RULES.get(name)
+        if rule is None:
+            out = func(*args, **kwargs)
+            # no result that moves with u: shapes, comparisons, argmax, detach
+            if name in ZERO or not any(
+                isinstance(t, Tensor) and t.is_floating_point() for t in tree_leaves(out)
+            ):
+                return out
+            raise TaylorUnsupported(f"no Taylor rule for {name!r}")
+        out, c1, c2 = rule(self, func, args, kwargs)
+        outs, spec = tree_flatten(out)
+        c1s = tree_flatten(c1)[0] if c1 is not None else [None] * len(outs)
+        c2s = tree_flatten(c2)[0] if c2 is not None else [None] * len(outs)
+        for o, a, b in zip(outs, c1s, c2s, strict=True):
+            if isinstance(o, Tensor) and (a is not None or b is not None):
+                self.coefs[id(o)] = (o, a, b)
+        return tree_unflatten(outs, spec)
+
+
+def taylor_pass(
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    u: Sequence[Tensor],
+    grad: bool = True,
+    update_stats: bool = True,
+) -> tuple[Tensor | tuple[Tensor, ...], list[Tensor] | None, Tensor]:
+    """One forward of ``loss_fn`` at ``params`` carrying u's Taylor coefficients:
+    (its value, detached; with ``grad`` the gradient, by the ordinary backward of that
+    forward, else None; <H u, u>, 0-dim fp32). Raises ``TaylorUnsupported`` (see the
+    module docstring). ``update_stats=False``: batch norms keep their running
+    statistics (for a forward that repeats one the step has already taken)."""
+    mode = Jet(list(zip(params, (x.detach() for x in u), strict=True)), update_stats)
+    with torch.enable_grad() if grad else torch.no_grad(), mode:
+        value = loss_fn(params)
+    loss = value[0] if isinstance(value, tuple) else value
+    f2 = mode.of(loss)[1]
+    del mode  # the coefficients
+    uhu = torch.zeros((), device=loss.device) if f2 is None else 2 * f2.detach()
+    uhu = uhu if uhu.dtype in (torch.float32, torch.float64) else uhu.float()
+    g = None
+    if grad:
+        g = list(torch.autograd.grad(loss, params, materialize_grads=True))
+
+    def detached(x):
+        return x.detach() if isinstance(x, Tensor) else x
+
+    value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
+    return value, g, uhu
