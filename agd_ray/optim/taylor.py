@@ -6,7 +6,7 @@
 For the batch loss f and a direction u, phi(t) = f(theta + t u) = f0 + t f1 + t^2 f2 + ...
 with f1 = <g, u> and f2 = <H u, u> / 2. Every value the forward computes from theta is
 carried with its first two Taylor coefficients along u, x(t) = x0 + t x1 + t^2 x2, by
-a torch function mode (``agd_ray.optim.taylor_rules`` has each operation's rule):
+a torch function mode (``taylor_rules`` and ``taylor_layers`` hold each operation's rule):
 
 - a product B(a, b) (matmul, linear, convolution, *): y1 = B(a1, b0) + B(a0, b1),
   y2 = B(a2, b0) + B(a1, b1) + B(a0, b2); a weight W + t U has W1 = U and W2 = 0, so
@@ -21,6 +21,9 @@ products against a plain step's 3 (forward, two in the backward), where H u by a
 second backward through the kept gradient graph (reverse-over-reverse, or torch's
 forward-over-reverse) costs 9, since it computes every entry of the vector H u, of
 which the step needs one number.
+
+Memory: every value's two coefficients are kept to the end of the pass (as autograd
+keeps the values), so the activations take about three times their plain size.
 
 An operation with no rule whose float result depends on u raises ``TaylorUnsupported``
 (the forward stops there); the curvature step then falls back to reverse-over-reverse.
@@ -84,7 +87,7 @@ class Jet(TorchFunctionMode):
         if not any(self.carries(t) for t in tree_leaves((args, kwargs))):
             if self.update_stats:
                 return func(*args, **kwargs)
-            counter = isinstance(args[0], Tensor) and not args[0].is_floating_point()
+            counter = bool(args) and isinstance(args[0], Tensor) and not args[0].is_floating_point()
             if counter and getattr(func, "__name__", "") == "add_":
                 return args[0]  # a batch norm's batch counter: this pass counts no batch
             if func is not F.batch_norm:
