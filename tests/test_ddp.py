@@ -1,5 +1,6 @@
 """Data parallelism: two gloo processes on the halves of each batch end with the same
-weights as one process on the whole batch (AGD computes G from the all-reduced gradient)."""
+weights as one process on the whole batch (AGD computes G from the all-reduced gradient;
+the one-pass curvature step averages g and <H u, u> over ranks)."""
 
 import pytest
 import torch
@@ -104,9 +105,35 @@ def _gpt_data():
     return (tokens,)
 
 
+def _curvature_train(model, x, y):
+    """The one-pass curvature step (Taylor mode, c along the previous direction): each
+    rank's gradient all-reduced and its <H u, u> averaged in the step."""
+    from torch.func import functional_call
+
+    from agd_ray.optim.curvature import CurvatureStepOnePass
+
+    net = model.module if hasattr(model, "module") else model
+    names = [n for n, _ in net.named_parameters()]
+    opt = CurvatureStepOnePass(list(net.parameters()), along="previous", direction="adam")
+    rates = []
+    for xb, yb in zip(x, y, strict=True):
+
+        def loss_of(params, xb=xb, yb=yb):
+            out = functional_call(net, dict(zip(names, params, strict=True)), (xb,))
+            return F.mse_loss(out, F.one_hot(yb, 10).float() * 10**0.5)
+
+        opt.step(loss_fn=loss_of)
+        rates.append(float(opt.rate))
+    return rates
+
+
 # (model, its data: tensors (steps, batch, ...), training on a slice of each batch)
-CASES = {"fcn": (_model, _data, _train), "gpt": (_gpt, _gpt_data, _gpt_train)}
-ATOL = {"fcn": 1e-6, "gpt": 1e-5}  # the GPT's attention sums in a different order
+CASES = {
+    "fcn": (_model, _data, _train),
+    "gpt": (_gpt, _gpt_data, _gpt_train),
+    "curvature": (_model, _data, _curvature_train),
+}
+ATOL = {"fcn": 1e-6, "gpt": 1e-5, "curvature": 1e-5}  # the GPT's attention sums in another order
 
 
 def _worker(rank, world, init_file, out, case):
