@@ -1,7 +1,8 @@
 """Taylor mode (``agd_ray.optim.taylor``): <H u, u> and the gradient from one forward
-equal reverse-over-reverse's on every model the curvature step trains (the GPT's
-against a finite difference: torch has no double backward of CPU attention), each
-operation's rule on its own, and a model it cannot follow falls back with a warning."""
+(and its backward, for the adjoint form) equal reverse-over-reverse's on every model the
+curvature step trains (the GPT's against a finite difference: torch has no double
+backward of CPU attention), each operation's rule on its own, forward-only as well,
+and a model it cannot follow falls back with a warning."""
 
 import pytest
 import torch
@@ -100,6 +101,10 @@ def test_each_rule_matches_reverse_over_reverse():
     torch.testing.assert_close(value, want_value)
     torch.testing.assert_close(g[0], want_g[0])
     torch.testing.assert_close(uhu, want_uhu, rtol=1e-10, atol=1e-12)
+    # the second coefficients carried forward instead of the adjoint form
+    _, none, forward_uhu = taylor_pass(lambda ps: _ops(x, ps[0]), [w], u, grad=False)
+    assert none is None
+    torch.testing.assert_close(forward_uhu, want_uhu, rtol=1e-10, atol=1e-12)
 
 
 class _Dropout(nn.Module):
@@ -133,9 +138,12 @@ def test_a_pass_of_its_own_leaves_batchnorm_statistics_alone():
     f = _model_loss(model, x, y, kind)
     before = {n: b.clone() for n, b in model.named_buffers()}
     u = [torch.randn_like(p) for p in params]
+    uhu = {}
     for method in ("taylor", "reverse"):
-        assert float(uhu_forward(f, params, u, method)) != 0
+        uhu[method] = uhu_forward(f, params, u, method)
         for n, b in model.named_buffers():
             assert torch.equal(b, before[n]), (method, n)
+    torch.testing.assert_close(uhu["taylor"], uhu["reverse"], rtol=1e-4, atol=1e-4)
+    assert abs(float(uhu["taylor"])) > 1e-2
     f(params)  # the step's own forward moves them
     assert int(model.bn.num_batches_tracked) == 1

@@ -60,15 +60,27 @@ class Jet(TorchFunctionMode):
     """The coefficients (x1, x2) of every value derived from the seeds; None is zero.
 
     ``update_stats=False``: a batch norm runs on batch statistics without updating its
-    running ones or counting the batch (a second forward over the same batch)."""
+    running ones or counting the batch (a second forward over the same batch).
 
-    def __init__(self, seeds: Sequence[tuple[Tensor, Tensor]], update_stats: bool = True):
+    ``adjoint=True``: second coefficients are not carried forward. Each operation's
+    rule, given inputs with x2 = 0, yields its local term s_v (a product's B(a1, b1),
+    a pointwise f's f''(x0) x1^2 / 2, ...), kept in ``local``; since x2 moves forward
+    linearly, f2 = sum_v <dL/dv, s_v>, with dL/dv from the gradient's own backward.
+    A layer's products are then W x1, U x0 and U x1: one fewer."""
+
+    def __init__(
+        self,
+        seeds: Sequence[tuple[Tensor, Tensor]],
+        update_stats: bool = True,
+        adjoint: bool = False,
+    ):
         super().__init__()
         # id -> (the value, kept alive so that no id is reused during the pass, x1, x2)
         self.coefs: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {
             id(p): (p, u, None) for p, u in seeds
         }
-        self.update_stats = update_stats
+        self.update_stats, self.adjoint = update_stats, adjoint
+        self.local: dict[int, tuple[Tensor, Tensor]] = {}  # id -> (v, s_v), with adjoint
 
     def of(self, x) -> tuple[Tensor | None, Tensor | None]:
         """x's (x1, x2): (None, None) for a constant."""
@@ -102,14 +114,29 @@ class Jet(TorchFunctionMode):
             ):
                 return out
             raise TaylorUnsupported(f"no Taylor rule for {name!r}")
+        target = args[0] if args else None
+        if self.adjoint and id(target) in self.local and _in_place(name, args, kwargs):
+            # the value is overwritten: its local term moves through this operation
+            x1, s = self.coefs[id(target)][1], self.local.pop(id(target))[1]
+            self.coefs[id(target)] = (target, x1, s)
         out, c1, c2 = rule(self, func, args, kwargs)
         outs, spec = tree_flatten(out)
         c1s = tree_flatten(c1)[0] if c1 is not None else [None] * len(outs)
         c2s = tree_flatten(c2)[0] if c2 is not None else [None] * len(outs)
         for o, a, b in zip(outs, c1s, c2s, strict=True):
             if isinstance(o, Tensor) and (a is not None or b is not None):
+                if self.adjoint:
+                    if b is not None:
+                        self.local[id(o)] = (o, b)
+                    a, b = a, None
                 self.coefs[id(o)] = (o, a, b)
         return tree_unflatten(outs, spec)
+
+
+def _in_place(name: str, args, kwargs) -> bool:
+    """relu_, F.relu(x, inplace=True): the result is args[0] itself."""
+    flag = kwargs.get("inplace", len(args) > 1 and args[1] is True)
+    return bool(flag) or (name.endswith("_") and not name.endswith("__"))
 
 
 def taylor_pass(
@@ -124,17 +151,26 @@ def taylor_pass(
     forward, else None; <H u, u>, 0-dim fp32). Raises ``TaylorUnsupported`` (see the
     module docstring). ``update_stats=False``: batch norms keep their running
     statistics (for a forward that repeats one the step has already taken)."""
-    mode = Jet(list(zip(params, (x.detach() for x in u), strict=True)), update_stats)
+    seeds = list(zip(params, (x.detach() for x in u), strict=True))
+    mode = Jet(seeds, update_stats, adjoint=grad)
     with torch.enable_grad() if grad else torch.no_grad(), mode:
         value = loss_fn(params)
     loss = value[0] if isinstance(value, tuple) else value
-    f2 = mode.of(loss)[1]
+    g = None
+    if grad:  # the gradient, and dL/dv for every local term s_v: f2 = sum <dL/dv, s_v>
+        local = [(v, s) for v, s in mode.local.values() if v.requires_grad]
+        inputs = [*params, *(v for v, _ in local)]
+        grads = torch.autograd.grad(loss, inputs, materialize_grads=True)
+        g = list(grads[: len(params)])
+        terms = [
+            torch.sum(lam * s) for lam, (_, s) in zip(grads[len(params) :], local, strict=True)
+        ]
+        f2 = torch.stack(terms).sum() if terms else None
+    else:
+        f2 = mode.of(loss)[1]
     del mode  # the coefficients
     uhu = torch.zeros((), device=loss.device) if f2 is None else 2 * f2.detach()
     uhu = uhu if uhu.dtype in (torch.float32, torch.float64) else uhu.float()
-    g = None
-    if grad:
-        g = list(torch.autograd.grad(loss, params, materialize_grads=True))
 
     def detached(x):
         return x.detach() if isinstance(x, Tensor) else x

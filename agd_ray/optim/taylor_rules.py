@@ -195,7 +195,7 @@ def log_softmax_coefs(l0: Tensor, z1, z2, dim: int):
     l1 = None if z1 is None else z1 - mean(z1)
     parts = [None if z2 is None else z2 - mean(z2)]
     if z1 is not None:
-        parts.append(-(mean(z1 * z1) - mean(z1) ** 2) / 2)
+        parts.append((-(mean(z1 * z1) - mean(z1) ** 2) / 2).expand_as(z1))
     return l1, sum_terms(parts)
 
 
