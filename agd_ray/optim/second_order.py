@@ -6,7 +6,7 @@ direction u, by Taylor mode (``agd_ray.optim.taylor``) or reverse-over-reverse.
 
 On 2 CPU cores (an 8 x 1024 FCN, batch 128, ``benchmarks/curvature_step.py``):
 <H u, u> in the gradient's own forward (Taylor mode, u known before the pass) costs
-about 2.1-2.4x a plain forward and backward, a Taylor forward after it 2.5-2.8x, and
+about 2.0-2.2x a plain forward and backward, a Taylor forward after it 2.5-2.8x, and
 reverse-over-reverse (H u, then its dot with u) 3.3-3.5x.
 """
 

@@ -16,11 +16,14 @@ a torch function mode (``taylor_rules`` and ``taylor_layers`` hold each operatio
 - log-softmax (cross-entropy, softmax), batch and layer norm, attention: theirs.
 
 x0 is the forward itself, recorded by autograd as usual, so g is the ordinary backward
-of the same pass and <H u, u> comes with no backward of its own: per weight matrix 7
-products against a plain step's 3 (forward, two in the backward), where H u by a
-second backward through the kept gradient graph (reverse-over-reverse, or torch's
-forward-over-reverse) costs 9, since it computes every entry of the vector H u, of
-which the step needs one number.
+of the same pass. With the gradient (``grad=True``), x2 is not carried at all: the
+adjoint form (``Jet``) takes each operation's local second-order term s_v and f2 =
+sum_v <dL/dv, s_v>, the dL/dv from that same backward. Per weight matrix that is 6
+products (the forward's W x0, then W x1, U x0 and the local U x1; two in the backward)
+against a plain step's 3, where H u by a second backward through the kept gradient
+graph (reverse-over-reverse, or torch's forward-over-reverse) costs 9, since it
+computes every entry of the vector H u, of which the step needs one number. A
+forward alone (``grad=False``) carries x2: 5 products per matrix.
 
 Memory: every value's two coefficients are kept to the end of the pass (as autograd
 keeps the values), so the activations take about three times their plain size.
