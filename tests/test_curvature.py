@@ -217,3 +217,46 @@ def test_the_loops_curvature_steps_and_their_forwards(name, second_order):
         for p, q in zip(model.parameters(), exact_model.parameters(), strict=True)
     )
     assert same == (name == "curvature")
+
+
+class _Logger:
+    """The loop's W&B logger, recording what it is given."""
+
+    active, every = True, 1
+
+    def __init__(self):
+        self.steps = []
+
+    def log_step(self, step, metrics):
+        self.steps.append((step, metrics))
+
+
+def test_the_loop_logs_the_steps_curvature_length_and_rate():
+    from torch.utils.data import TensorDataset
+
+    from agd_ray.config import load_config
+    from agd_ray.optim.registry import OPTIMIZERS
+    from agd_ray.train.batches import GlobalBatchSampler
+    from agd_ray.train.step import Parts, train_epoch
+
+    cfg = load_config(None, ["optimizer.name=curvature_onepass", "data.loader_workers=0"])
+    x, y = _data()
+    torch.manual_seed(0)
+    model = FCN(3, 32, 10, 3)
+    entry = OPTIMIZERS["curvature_onepass"]
+    logger = _Logger()
+    parts = Parts(
+        model,
+        entry.build(cfg.optimizer, model),
+        entry,
+        make_loss_fn("mse", 3),
+        torch.device("cpu"),
+        logger,
+    )
+    sampler = GlobalBatchSampler(len(y), 64, 0, 1, seed=0)
+    metrics, steps, samples = train_epoch(cfg, parts, TensorDataset(x, y), sampler, 0)
+    assert steps == 4 and len(logger.steps) == 4
+    assert [step for step, _ in logger.steps] == [1, 2, 3, 4]
+    for _, logged in logger.steps:
+        assert {"train/loss", "train/curvature", "train/L", "train/rate"} <= set(logged)
+        assert logged["train/L"] >= logged["train/curvature"] > 0 and logged["train/rate"] > 0
