@@ -24,6 +24,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from agd_ray import ray_setup
@@ -248,8 +249,14 @@ COMMANDS = {
 }
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # no source line under it (--debug keeps Python's)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.formatwarning = _one_line
     mark(f"driver: agd-ray {args.command} starts")
     try:
         return COMMANDS[args.command](args)

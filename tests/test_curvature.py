@@ -260,3 +260,16 @@ def test_the_loop_logs_the_steps_curvature_length_and_rate():
     for _, logged in logger.steps:
         assert {"train/loss", "train/curvature", "train/L", "train/rate"} <= set(logged)
         assert logged["train/L"] >= logged["train/curvature"] > 0 and logged["train/rate"] > 0
+
+
+def test_a_run_of_skipped_steps_is_said():
+    """Where the curvature along every direction is negative (a concave quadratic),
+    every step is skipped: the weights stay, and a warning says so every 50 steps."""
+    A, b, theta0 = _quadratic()
+    theta = nn.Parameter(theta0.clone())
+    opt = CurvatureStepOnePass([theta], along="current", direction="sgd")
+    with pytest.warns(UserWarning, match="last 50 steps") as said:
+        for _ in range(100):
+            opt.step(loss_fn=lambda ps: -0.5 * ps[0] @ A @ ps[0] - b @ ps[0])
+    assert len([w for w in said if "curvature step" in str(w.message)]) == 2
+    assert torch.equal(theta.detach(), theta0) and int(opt.skipped) == 100

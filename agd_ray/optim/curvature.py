@@ -74,6 +74,9 @@ from agd_ray.optim.second_order import (
 )
 from agd_ray.optim.taylor import LossFn, TaylorUnsupported, taylor_pass
 
+STALL_CHECK_EVERY = 50
+"""Steps between the checks for a run of skipped steps (one warning each time)."""
+
 METHODS = ("taylor", "reverse")
 """How <H u, u> is computed (``agd_ray.optim.second_order``)."""
 
@@ -107,6 +110,7 @@ class CurvatureStep(torch.optim.Optimizer):
         self.t = 0
         self.c_avg: Tensor | None = None
         self.curvature = self.L = self.rate = torch.zeros(())
+        self.skipped = torch.zeros((), dtype=torch.int64)  # steps skipped in a row (L <= 0)
 
     def state_dict(self) -> dict:
         """torch's state (Adam's moments, momentum), plus the step count and the
@@ -175,6 +179,14 @@ class CurvatureStep(torch.optim.Optimizer):
         rate = self.lam * r
         torch._foreach_addcmul_(params, d, [rate.to(params[0].dtype)] * len(d), value=-1)
         self.curvature, self.L, self.rate = c, L, rate
+        self.skipped = torch.where(L > 0, 0, self.skipped.to(L.device) + 1)
+        if self.t % STALL_CHECK_EVERY == 0 and int(self.skipped) >= STALL_CHECK_EVERY:
+            warnings.warn(  # one host sync per STALL_CHECK_EVERY steps
+                f"curvature step: no positive curvature along the step's direction for the "
+                f"last {int(self.skipped)} steps (L <= 0), so each was skipped and the weights "
+                "have not moved in that time",
+                stacklevel=3,
+            )
 
     @torch.no_grad()
     def _curvature(self, uhu: Tensor, u: list[Tensor]) -> Tensor:
