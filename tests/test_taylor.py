@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from agd_ray.models import FCN, GPT, VGG, GPTConfig
-from agd_ray.models.resnet import preact_resnet18
+from agd_ray.models.resnet import imagenet_resnet50, preact_resnet18
 from agd_ray.optim.curvature import CurvatureStepOnePass
 from agd_ray.optim.second_order import gradient_pass, sum_of_dots, uhu_forward
 from agd_ray.optim.taylor import TaylorUnsupported, taylor_pass
@@ -42,11 +42,13 @@ def _case(name):
         return FCN(3, 16, 40, 10, bias=True), torch.randn(8, 40), torch.randint(0, 10, (8,)), "mse"
     if name == "resnet18":
         return preact_resnet18(3, 10, bias=True, width=8), images, labels, "xent"
+    if name == "resnet50":  # torchvision's: x += identity, ReLU in place
+        return imagenet_resnet50(10), images, labels, "xent"
     return VGG(3, 10, bias=True, width_mult=0.125), images, labels, "mse"
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("name", ["fcn", "resnet18", "vgg"])
+@pytest.mark.parametrize("name", ["fcn", "resnet18", "resnet50", "vgg"])
 def test_one_forward_gives_the_gradient_and_uhu_of_reverse_over_reverse(name, train):
     model, x, y, kind = _case(name)
     model = model.double().train(train)
@@ -130,6 +132,10 @@ def test_a_model_with_an_operation_it_has_no_rule_for_falls_back_to_reverse():
     assert opt.second_order == "reverse"
     losses = [float(first[0])] + [float(opt.step(loss_fn=f)[0]) for _ in range(20)]
     assert losses[-1] < losses[0]
+    # a resumed run keeps the fallback (no partial Taylor forward after a restart)
+    resumed = CurvatureStepOnePass(params, along="previous", direction="sgd")
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.second_order == "reverse"
 
 
 def test_a_pass_of_its_own_leaves_batchnorm_statistics_alone():
@@ -147,3 +153,63 @@ def test_a_pass_of_its_own_leaves_batchnorm_statistics_alone():
     assert abs(float(uhu["taylor"])) > 1e-2
     f(params)  # the step's own forward moves them
     assert int(model.bn.num_batches_tracked) == 1
+
+
+def _two_layers(body):
+    """A loss of (W1, W2) with ``body`` between the layers, and its u and reference."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 5, dtype=torch.float64)
+    params = [torch.randn(6, 5, dtype=torch.float64, requires_grad=True)]
+    params.append(torch.randn(3, 6, dtype=torch.float64, requires_grad=True))
+
+    def f(ps):
+        return F.linear(body(F.linear(x, ps[0])), ps[1]).square().mean()
+
+    return f, params, [torch.randn_like(p) for p in params]
+
+
+def _used_then_relu_in_place(h):
+    h = h * h
+    z = h.sum(1, keepdim=True)  # reads h before the ReLU overwrites it
+    return F.relu(h, inplace=True) + z
+
+
+def _relu_in_place_on_a_view(h):
+    h = h * h - 3
+    h.view(-1).relu_()
+    return h
+
+
+def _item_assignment(h):
+    h = h * 2
+    h[:, 0] = 0.0
+    return h
+
+
+def _under_no_grad(h):
+    with torch.no_grad():
+        scale = (h * h).mean(0, keepdim=True).sqrt()
+    return h / scale
+
+
+@pytest.mark.parametrize(
+    "body", [_used_then_relu_in_place, _relu_in_place_on_a_view, _item_assignment, _under_no_grad]
+)
+def test_what_it_cannot_follow_is_refused_not_miscomputed(body):
+    f, params, u = _two_layers(body)
+    with pytest.raises(TaylorUnsupported):
+        taylor_pass(f, params, u)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda h: (h + torch.arange(6)).tanh(),  # an integer operand is a constant
+        lambda h: h.pow(1) * h.pow(0) + (h * h).relu_(),  # powers 0 and 1 at any x
+        lambda h: torch.zeros_like(h).pow(1) + h,
+    ],
+)
+def test_edge_cases_it_follows(body):
+    f, params, u = _two_layers(body)
+    _, _, uhu = taylor_pass(f, params, u)
+    torch.testing.assert_close(uhu, _reference(f, params, u)[2], rtol=1e-10, atol=1e-12)

@@ -116,7 +116,7 @@ class CurvatureStep(torch.optim.Optimizer):
         """torch's state (Adam's moments, momentum), plus the step count and the
         curvature average: a resumed run continues the same bias correction."""
         out = super().state_dict()
-        out["curvature"] = {"t": self.t, "c_avg": self.c_avg}
+        out["curvature"] = {"t": self.t, "c_avg": self.c_avg, "second_order": self.second_order}
         return out
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -124,6 +124,8 @@ class CurvatureStep(torch.optim.Optimizer):
         extra = state_dict.pop("curvature", {"t": 0, "c_avg": None})
         super().load_state_dict(state_dict)
         self.t, self.c_avg = extra["t"], extra["c_avg"]
+        if extra.get("second_order") == "reverse":  # a fallback (or the choice) stays
+            self.second_order = "reverse"
         if self.c_avg is not None:
             self.c_avg = self.c_avg.to(self._params()[0].device)
 

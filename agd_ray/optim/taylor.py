@@ -84,6 +84,7 @@ class Jet(TorchFunctionMode):
         }
         self.update_stats, self.adjoint = update_stats, adjoint
         self.local: dict[int, tuple[Tensor, Tensor]] = {}  # id -> (v, s_v), with adjoint
+        self.used: set[int] = set()  # the values some operation has read
 
     def of(self, x) -> tuple[Tensor | None, Tensor | None]:
         """x's (x1, x2): (None, None) for a constant."""
@@ -109,7 +110,10 @@ class Jet(TorchFunctionMode):
                 return func(*args, **kwargs)
         name = op_name(func)
         rule = RULES.get(name)
+        in_place = _in_place(name, args, kwargs)
         if rule is None:
+            if in_place:  # it would change a value (or a view of one) behind its coefficients
+                raise TaylorUnsupported(f"no Taylor rule for {name!r} (in place)")
             out = func(*args, **kwargs)
             # no result that moves with u: shapes, comparisons, argmax, detach
             if name in ZERO or not any(
@@ -118,10 +122,17 @@ class Jet(TorchFunctionMode):
                 return out
             raise TaylorUnsupported(f"no Taylor rule for {name!r}")
         target = args[0] if args else None
-        if self.adjoint and id(target) in self.local and _in_place(name, args, kwargs):
-            # the value is overwritten: its local term moves through this operation
-            x1, s = self.coefs[id(target)][1], self.local.pop(id(target))[1]
-            self.coefs[id(target)] = (target, x1, s)
+        if in_place:
+            # only a value nothing has read yet, and not a view: every earlier reader,
+            # and the tensor the view shares, would keep what the operation overwrote
+            if id(target) in self.used or (isinstance(target, Tensor) and target._base is not None):
+                raise TaylorUnsupported(f"{name!r} in place on a value already used, or a view")
+            if self.adjoint and id(target) in self.local:
+                # the value is overwritten: its local term moves through this operation
+                x1, s = self.coefs[id(target)][1], self.local.pop(id(target))[1]
+                self.coefs[id(target)] = (target, x1, s)
+        read = (t for t in tree_leaves((args, kwargs)) if not (in_place and t is target))
+        self.used.update(id(t) for t in read if self.carries(t))
         out, c1, c2 = rule(self, func, args, kwargs)
         outs, spec = tree_flatten(out)
         c1s = tree_flatten(c1)[0] if c1 is not None else [None] * len(outs)
@@ -129,6 +140,8 @@ class Jet(TorchFunctionMode):
         for o, a, b in zip(outs, c1s, c2s, strict=True):
             if isinstance(o, Tensor) and (a is not None or b is not None):
                 if self.adjoint:
+                    if not o.requires_grad:  # its dL/dv would not come from the backward
+                        raise TaylorUnsupported(f"{name!r} computed without gradient tracking")
                     if b is not None:
                         self.local[id(o)] = (o, b)
                     a, b = a, None
@@ -137,9 +150,13 @@ class Jet(TorchFunctionMode):
 
 
 def _in_place(name: str, args, kwargs) -> bool:
-    """relu_, F.relu(x, inplace=True): the result is args[0] itself."""
-    flag = kwargs.get("inplace", len(args) > 1 and args[1] is True)
-    return bool(flag) or (name.endswith("_") and not name.endswith("__"))
+    """relu_, x += y, x[i] = y, F.relu(x, inplace=True): args[0] is changed."""
+    flag = kwargs.get("inplace") or (name == "relu" and len(args) > 1 and args[1] is True)
+    return bool(flag) or name in IN_PLACE_DUNDERS or (name.endswith("_") and name[:2] != "__")
+
+
+IN_PLACE_DUNDERS = {f"__i{op}__" for op in "add sub mul truediv div pow matmul".split()}
+IN_PLACE_DUNDERS.add("__setitem__")
 
 
 def taylor_pass(

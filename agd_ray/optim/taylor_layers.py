@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from agd_ray.optim.taylor_rules import (
     DERIVATIVES,
     TaylorUnsupported,
+    add_in_place,
     bilinear,
     cross_entropy,
     linear,
@@ -154,6 +155,7 @@ _LINEAR = (
 
 RULES = {name: linear() for name in _LINEAR}
 RULES |= {n: linear(affine=True) for n in "add __add__ __radd__ sub __sub__ __rsub__ rsub".split()}
+RULES |= {"add_": add_in_place, "__iadd__": add_in_place}
 RULES |= {n: bilinear for n in "mul __mul__ __rmul__ matmul __matmul__ mm bmm linear".split()}
 RULES |= {n: bilinear for n in "conv1d conv2d conv3d".split()}
 RULES |= {n: quotient for n in "div __div__ __truediv__ true_divide __rdiv__ __rtruediv__".split()}

@@ -16,7 +16,7 @@ class TaylorUnsupported(RuntimeError):
     """An operation on a value that depends on u has no Taylor rule."""
 
 
-ZERO = {"detach", "detach_", "data"}
+ZERO = {"detach", "data", *(f"{k}_like" for k in "zeros ones empty full rand randn".split())}
 """Results that do not move with u."""
 
 
@@ -59,8 +59,8 @@ def _with_coefficients(m, tree, k: int, affine: bool):
     if not any(m.carries(t) and m.of(t)[k - 1] is not None for t in leaves):
         return None
     out = []
-    for t in leaves:
-        if isinstance(t, Tensor) and t.is_floating_point():
+    for t in leaves:  # an affine operation's integer operand is a constant too
+        if isinstance(t, Tensor) and (t.is_floating_point() or (affine and not m.carries(t))):
             c = m.of(t)[k - 1]
             t = c if c is not None else torch.zeros_like(t)
         out.append(t)
@@ -68,6 +68,17 @@ def _with_coefficients(m, tree, k: int, affine: bool):
     if affine:
         args = tuple(0 if type(a) in (int, float) else a for a in args)
     return args, kwargs
+
+
+def add_in_place(m, func, args, kwargs):
+    """x += alpha * y (add_, __iadd__): x's coefficients, read before it changes, plus
+    alpha times y's."""
+    x, y, alpha = args[0], args[1], kwargs.get("alpha", 1)
+    xs, ys = series(m, x), series(m, y)
+    out = func(*args, **kwargs)
+    with torch.no_grad():
+        cs = [sum_terms([xs[k], None if ys[k] is None else alpha * ys[k]]) for k in (1, 2)]
+    return out, *cs
 
 
 def linear(affine: bool = False):
@@ -157,7 +168,8 @@ def _pow(x0, y, args, kwargs):
     p = args[1] if len(args) > 1 else kwargs["exponent"]
     if isinstance(p, Tensor):
         raise TaylorUnsupported("no Taylor rule for a tensor exponent")
-    return p * x0 ** (p - 1), p * (p - 1) / 2 * x0 ** (p - 2)
+    d1 = p * x0 ** (p - 1) if p != 0 else torch.zeros_like(x0)
+    return d1, (p * (p - 1) / 2 * x0 ** (p - 2) if p not in (0, 1) else None)
 
 
 def _gelu(x0, y, args, kwargs):
