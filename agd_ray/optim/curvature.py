@@ -32,7 +32,7 @@ takes the gradient itself (its ``step`` replaces the backward), either
 
 - ``along="previous"`` (the training loop's ``curvature_onepass``): u = d_{t-1}, the
   previous step's direction, known before the batch, so in Taylor mode c comes from
-  the gradient's forward: 2.1-2.3x a plain step's time (``benchmarks/curvature_step.py``).
+  the gradient's forward: 2.1x a plain step's time (``benchmarks/curvature_step.py``).
   The exact step while the curvature along the path changes slowly; its first step,
   with no previous direction, is the exact one;
 - ``along="current"`` (the loop's ``curvature``): u = d, this step's direction, computed

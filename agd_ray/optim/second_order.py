@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from agd_ray.optim.taylor import Jet, LossFn, taylor_pass
+from agd_ray.optim.taylor import Jet, LossFn, detached, taylor_pass
+from agd_ray.optim.taylor_rules import wide
 
 HVP = Callable[[Sequence[Tensor]], list[Tensor]]
 """u -> H u, by a backward through a kept gradient graph."""
@@ -54,11 +55,7 @@ def gradient_pass(
                 return [torch.zeros_like(p) for p in params]
             return list(torch.autograd.grad(sum(gu), params, materialize_grads=True))
 
-    def detached(x):
-        return x.detach() if isinstance(x, Tensor) else x
-
-    value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
-    return value, [g.detach() for g in grads], hvp if keep_graph else None
+    return detached(value), [g.detach() for g in grads], hvp if keep_graph else None
 
 
 def grad_and_hvp(
@@ -74,8 +71,7 @@ def sum_of_dots(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """sum_i <a_i, b_i> in fp32 (or fp64), one read of each tensor (BLAS dot)."""
 
     def flat(t: Tensor) -> Tensor:
-        t = t.reshape(-1)
-        return t if t.dtype in (torch.float32, torch.float64) else t.float()
+        return wide(t.reshape(-1))
 
     return torch.stack([torch.dot(flat(x), flat(y)) for x, y in zip(a, b, strict=True)]).sum()
 

@@ -43,7 +43,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
 from agd_ray.optim.taylor_layers import RULES
-from agd_ray.optim.taylor_rules import ZERO, TaylorUnsupported
+from agd_ray.optim.taylor_rules import ZERO, TaylorUnsupported, wide
 
 __all__ = ["Jet", "LossFn", "TaylorUnsupported", "taylor_pass"]
 
@@ -94,10 +94,6 @@ class Jet(TorchFunctionMode):
     def carries(self, x) -> bool:
         return isinstance(x, Tensor) and id(x) in self.coefs
 
-    def coef(self, x, k: int) -> Tensor | None:
-        """x's k-th coefficient (k = 0: x itself)."""
-        return x if k == 0 else self.of(x)[k - 1]
-
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not any(self.carries(t) for t in tree_leaves((args, kwargs))):
@@ -144,7 +140,7 @@ class Jet(TorchFunctionMode):
                         raise TaylorUnsupported(f"{name!r} computed without gradient tracking")
                     if b is not None:
                         self.local[id(o)] = (o, b)
-                    a, b = a, None
+                    b = None
                 self.coefs[id(o)] = (o, a, b)
         return tree_unflatten(outs, spec)
 
@@ -189,11 +185,12 @@ def taylor_pass(
     else:
         f2 = mode.of(loss)[1]
     del mode  # the coefficients
-    uhu = torch.zeros((), device=loss.device) if f2 is None else 2 * f2.detach()
-    uhu = uhu if uhu.dtype in (torch.float32, torch.float64) else uhu.float()
+    uhu = torch.zeros((), device=loss.device) if f2 is None else wide(2 * f2.detach())
+    return detached(value), g, uhu
 
-    def detached(x):
-        return x.detach() if isinstance(x, Tensor) else x
 
-    value = tuple(map(detached, value)) if isinstance(value, tuple) else detached(value)
-    return value, g, uhu
+def detached(value: Tensor | tuple) -> Tensor | tuple:
+    """A loss function's value (a tensor, or a tuple such as (loss, output)), detached."""
+    if isinstance(value, tuple):
+        return tuple(x.detach() if isinstance(x, Tensor) else x for x in value)
+    return value.detach()

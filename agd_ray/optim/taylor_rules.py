@@ -115,7 +115,7 @@ def bilinear(m, func, args, kwargs):
     with torch.no_grad():
         for k in (1, 2):
             c = _product(m, prod, a, b, k)
-            bk = m.coef(bias, k) if isinstance(bias, Tensor) else None
+            bk = series(m, bias)[k]
             if bk is not None:  # conv: one per output channel
                 bk = bk if func is F.linear else bk.reshape(-1, *[1] * (out.dim() - 2))
                 c = bk if c is None else c + bk
