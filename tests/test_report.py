@@ -212,3 +212,47 @@ def test_report_html_in_a_real_browser(report):
     assert page["images"] >= 5 and page["broken"] == []
     assert "Headline" in page["h2"][0]
     assert "chosen on val_loss" in page["text"] and "never reaches" in page["text"]
+
+
+@pytest.mark.parametrize("language", [False, True])
+def test_heatmap_has_a_colour_scale_over_the_studys_values(language):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from agd_ray.analysis.plotting import plt, tick_problems
+
+    rows = [
+        {
+            "group": f"model.depth={d};model.width={w};train.batch_size={b};seed=0",
+            "optimizer.name": "agd",
+            "model.depth": d,
+            "model.width": w,
+            "train.batch_size": b,
+            "test_acc": 0.3 + 0.01 * d + 0.001 * w - 0.0005 * b,
+            "test_bits": 3 - 0.1 * d,
+        }
+        for d in (2, 4, 8)
+        for w in (64, 256)
+        for b in (64, 256)
+    ]
+    saved = {}
+    r = SimpleNamespace(
+        best=pd.DataFrame(rows),
+        language=language,
+        save=lambda fig, name, caption: saved.update(fig=fig, name=name, caption=caption),
+    )
+    figures_scaling.heatmaps(r)
+    fig = saved["fig"]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(panels) == len(bars) == 2  # one per batch size, each with its scale
+    metric = "test_bits" if language else "test_acc"
+    values = r.best[metric]
+    for ax in panels:
+        lo, hi = ax.images[0].get_clim()
+        assert (lo, hi) == (values.min(), values.max())  # the study's range, every panel
+    label = bars[0].get_ylabel()
+    assert ("bits per token" in label) if language else (label == "test accuracy")
+    assert tick_problems(fig) == []
+    plt.close(fig)

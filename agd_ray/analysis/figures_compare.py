@@ -4,11 +4,19 @@ width (the muP paper's figure 1), and AGD's eta over training."""
 
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from agd_ray.analysis.compare import AGD, arch_of, frontier
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
-from agd_ray.analysis.plotting import colour, log_ticks, plt, ticks_at
+from agd_ray.analysis.plotting import (
+    colour,
+    label_points,
+    legend_below,
+    log_ticks,
+    plt,
+    ticks_at,
+)
 
 
 def initials(arch: str) -> str:
@@ -28,11 +36,15 @@ def agd_vs_baselines(r) -> None:
     baselines = sorted(set(r.best["optimizer.name"]) - {AGD})
     if not baselines or AGD not in set(r.best["optimizer.name"]):
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     acc = "next-token test accuracy" if r.language else "test accuracy"
+    labelled = []  # per panel: (x, y, label) of each architecture, named after layout
     for ax, metric, name in zip(axes, ("test_acc", "test_loss"), (acc, "test loss"), strict=True):
         agd = _per_arch(r.best, AGD, metric)
         values = list(agd["mean"])
+        drawn = []  # every point of the panel: no name goes over one
+        tops = agd["mean"] * np.nan  # each architecture's highest baseline point
+        bottoms = tops.copy()
         for i, baseline in enumerate(baselines):
             base = _per_arch(r.best, baseline, metric).reindex(agd.index)
             ax.errorbar(
@@ -47,16 +59,12 @@ def agd_vs_baselines(r) -> None:
                 label=f"{baseline} (best of grid by val loss)",
             )
             values += list(base["mean"].dropna())
-            if len(agd) <= 12:  # name each architecture beside its point
-                for arch, x, y in zip(agd.index, agd["mean"], base["mean"], strict=True):
-                    ax.annotate(
-                        initials(arch),
-                        (x, y),
-                        fontsize=5,
-                        alpha=0.7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
+            tops, bottoms = np.fmax(tops, base["mean"]), np.fmin(bottoms, base["mean"])
+            drawn += [(x, y) for x, y in zip(agd["mean"], base["mean"], strict=True)]
+        if len(baselines) > 1:  # one architecture's points, one per baseline, joined
+            ax.vlines(agd["mean"], bottoms, tops, color="0.85", lw=0.8, zorder=0)
+        if len(agd) <= 12:  # name each architecture once, beside its highest point
+            labelled.append((ax, agd["mean"], tops, [initials(a) for a in agd.index], drawn))
         lo, hi = min(values), max(values)
         pad = 0.05 * (hi - lo or 1)
         ax.plot(
@@ -73,14 +81,18 @@ def agd_vs_baselines(r) -> None:
         ax.set_ylabel(f"baseline {name}")
         better = "above" if metric == "test_acc" else "below"
         ax.set_title(f"{name}: baseline {better} the line beats AGD", fontsize=10)
-        ax.legend(fontsize=7)
+        legend_below(ax, ncols=2)  # under the axes: never over a point or its name
+    fig.tight_layout()
+    for ax, xs, ys, names, drawn in labelled:
+        label_points(ax, xs, ys, names, avoid=drawn, above=len(baselines) > 1)
     r.save(
         fig,
         "agd_vs_baselines.png",
         "Each point is one architecture, labelled by the initials of its swept keys (d depth, "
-        "w width, b batch size): AGD's test metric against "
-        "the tuned baseline's, the baseline's learning rate chosen on the validation split; "
-        "means over seeds with standard deviations.",
+        "w width, b batch size; a name away from its point is joined to it by a thin line): "
+        "AGD's test metric against the tuned baseline's, the baseline's learning rate chosen "
+        "on the validation split; means over seeds with standard deviations. With several "
+        "baselines, one architecture's points share AGD's value and a grey line joins them.",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import PercentFormatter
 
 from agd_ray.analysis.compare import AGD, swept_keys
 from agd_ray.analysis.fits import critical_batch, fit_power_law
@@ -121,21 +122,29 @@ def heatmaps(r) -> None:
     ):
         return
     settings = list(by_setting(agd, held_fixed(agd, ("model.depth", "model.width"))))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 4), squeeze=False)
-    # accuracy in %, or (language models) test bits per token, lower is better
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.4 * len(settings), 4), squeeze=False)
+    # accuracy, or (language models) test bits per token, lower is better; one colour
+    # scale over the study's values, so that panels compare and differences show
     metric, what = ("test_bits", "test bits per token") if r.language else ("test_acc", "")
     values = agd[metric].dropna()
+    lo, hi = values.min(), values.max()
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5e-2, hi + 0.5e-2
     for ax, (name, _, part) in zip(axes[0], settings, strict=True):
         grid = part.pivot_table(index="model.depth", columns="model.width", values=metric)
-        if r.language:  # the colour scale spans the study's values; darker is better
-            lo, hi = values.min(), values.max()
-            ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
+        image = ax.imshow(
+            grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi
+        )
+        bar = fig.colorbar(image, ax=ax, pad=0.03)
+        if r.language:
             labels = [f"{v:.3f}" for v in grid.values.ravel()]
-            light = [v < (lo + hi) / 2 for v in grid.values.ravel()]
+            bar.set_label("test bits per token (lower is better)", fontsize=8)
         else:
-            ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
             labels = [f"{100 * v:.1f}%" for v in grid.values.ravel()]
-            light = [v < 0.6 for v in grid.values.ravel()]
+            bar.formatter = PercentFormatter(xmax=1, decimals=0)
+            bar.set_label("test accuracy", fontsize=8)
+        bar.ax.tick_params(labelsize=8)
+        light = [v < (lo + hi) / 2 for v in grid.values.ravel()]  # viridis: dark below
         ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
         ax.set_yticks(range(len(grid.index)), [str(i) for i in grid.index])
         ax.set_xlabel("width")
@@ -148,7 +157,8 @@ def heatmaps(r) -> None:
         fig,
         "heatmap_depth_width.png",
         f"AGD's {what or 'test accuracy'} over depth x width (mean over seeds), one panel per "
-        "setting of the other swept keys; the numbers are in the cells.",
+        "setting of the other swept keys; the numbers are in the cells, and the colour "
+        "scale spans the study's lowest to highest value in every panel.",
     )
 
 

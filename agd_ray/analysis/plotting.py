@@ -146,3 +146,84 @@ def errorbar(ax, groups, label: str, i, marker: str = "o", line: bool = True, ho
         label=label,
     )
     return xs, means
+
+
+# offsets (in points) tried for a label, nearest first: the first ring touches the
+# marker; labels further out are joined to their point by a thin line
+_RINGS = (4, 12, 22, 34, 48)
+_DIRECTIONS = ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two (x0, y0, x1, y1) boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _spot(x, y, w, h, px, taken, frame, directions) -> tuple[int, int, int, tuple]:
+    """(ring, dx, dy, box) of the first free spot for a w x h label of the point at
+    display (x, y): its corner (or edge middle) nearest the point, ring's radius away
+    in direction (dx, dy); free: inside ``frame``, over none of the ``taken`` boxes.
+    With none free, the least covered (out of the frame counts 10x)."""
+    best = None
+    for ring, radius in enumerate(_RINGS):
+        for dx, dy in directions:
+            cx, cy = x + dx * radius * px, y + dy * radius * px
+            x0 = cx if dx > 0 else cx - w if dx < 0 else cx - w / 2
+            y0 = cy if dy > 0 else cy - h if dy < 0 else cy - h / 2
+            box = (x0, y0, x0 + w, y0 + h)
+            within = frame[0] <= x0 and box[2] <= frame[2] and frame[1] <= y0 and box[3] <= frame[3]
+            cost = 0.0 if within else 10 * (w * h - _overlap(box, frame) + 1)
+            cost += sum(_overlap(box, t) for t in taken)
+            if cost == 0:
+                return ring, dx, dy, box
+            if best is None or cost < best[0]:
+                best = (cost, ring, dx, dy, box)
+    return best[1:]
+
+
+def label_points(
+    ax, xs, ys, texts, avoid=(), above=False, fontsize: float = 6, marker_pt: float = 4
+) -> None:
+    """Name each point beside it, with no name over another, over a point or outside
+    the axes: each name (in order) takes the first free spot of rings of offsets
+    around its point, nearest first (``_spot``), and is joined to its point by a thin
+    line when it is not next to it. ``avoid``: more (x, y) points to keep clear;
+    ``above``: right above the point is tried first (a point topping a column).
+
+    Call once the axes' limits and size are final (after ``fig.tight_layout()``):
+    spots are found in display space. The names are left out of later layouts.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72  # pixels per point
+    f = ax.get_window_extent(renderer)
+    frame = (f.x0, f.y0, f.x1, f.y1)
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    clear = [*points, *(ax.transData.transform(np.asarray(avoid, float)) if len(avoid) else [])]
+    half = marker_pt * px / 2 + 1
+    taken = [(x - half, y - half, x + half, y + half) for x, y in clear]
+    directions = ((0, 1), *_DIRECTIONS) if above else _DIRECTIONS
+    for (x, y), at, text in zip(points, np.column_stack([xs, ys]), texts, strict=True):
+        if not (frame[0] <= x <= frame[2] and frame[1] <= y <= frame[3]):
+            continue  # NaN, or out of view: not drawn, so not named
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        size = probe.get_window_extent(renderer)
+        probe.remove()
+        ring, dx, dy, box = _spot(x, y, size.width, size.height, px, taken, frame, directions)
+        taken.append(box)
+        label = ax.annotate(
+            text,
+            tuple(at),
+            xytext=(dx * _RINGS[ring], dy * _RINGS[ring]),
+            textcoords="offset points",
+            ha={1: "left", -1: "right", 0: "center"}[dx],
+            va={1: "bottom", -1: "top", 0: "center"}[dy],
+            fontsize=fontsize,
+            color="0.2",
+            arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55", shrinkA=0, shrinkB=2)
+            if ring
+            else None,
+        )
+        label.set_in_layout(False)

@@ -1,0 +1,101 @@
+"""Points named in a figure: no name over another, over a point or outside the axes,
+however the points crowd (the AGD-vs-baselines figure names each architecture)."""
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+from matplotlib.text import Annotation, Text
+
+from agd_ray.analysis import figures_compare
+from agd_ray.analysis.plotting import label_points, plt
+
+
+def label_boxes(ax):
+    """The drawn box of each point's name (its text only, not its leader line)."""
+    renderer = ax.figure.canvas.get_renderer()
+    return [Text.get_window_extent(t, renderer) for t in ax.texts if isinstance(t, Annotation)]
+
+
+def assert_clear(ax, xs, ys, marker_pt=4):
+    """No two names overlap, none covers a point, all lie inside the axes."""
+    ax.figure.canvas.draw()
+    boxes = label_boxes(ax)
+    frame = ax.get_window_extent()
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), (a, b)
+    half = marker_pt * ax.figure.dpi / 72 / 2
+    for x, y in ax.transData.transform(np.column_stack([xs, ys])):
+        for box in boxes:
+            assert not (
+                box.x0 < x + half and x - half < box.x1 and box.y0 < y + half and y - half < box.y1
+            )
+    for box in boxes:
+        assert (
+            frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        )
+
+
+def test_crowded_points_get_names_that_do_not_overlap():
+    rng = np.random.default_rng(0)
+    # worse than the quickstart's worst case: seven architectures on one spot, a tight
+    # cluster, points near the axes' edges, and some spread out
+    xs = np.r_[
+        [0.69, 0.69, 0.691, 0.692, 0.69, 0.689, 0.69],
+        0.5 + 0.01 * rng.random(4),
+        [0.351, 0.8],
+        0.36 + 0.43 * rng.random(4),
+    ]
+    ys = np.r_[
+        [0.70, 0.70, 0.701, 0.699, 0.7, 0.70, 0.702],
+        0.5 + 0.01 * rng.random(4),
+        [0.79, 0.352],
+        0.36 + 0.43 * rng.random(4),
+    ]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot(xs, ys, "o", ms=4)
+    ax.set_xlim(0.34, 0.81)
+    ax.set_ylim(0.34, 0.81)
+    fig.tight_layout()
+    names = [f"d{2 ** (i % 3 + 1)} w{64 * 4 ** (i % 2)} b{64 * 2**i}" for i in range(len(xs))]
+    label_points(ax, xs, ys, names)
+    assert len(label_boxes(ax)) == len(xs)
+    assert_clear(ax, xs, ys)
+    # a name away from its point is joined to it; one beside it is not
+    joined = [t.arrow_patch is not None for t in ax.texts]
+    assert any(joined) and not all(joined)
+    plt.close(fig)
+
+
+def test_agd_vs_baselines_names_each_architecture_once_clear_of_every_point():
+    archs = [f"model.depth={d};model.width={w}" for d in (2, 4, 8) for w in (64, 256)]
+    rng = np.random.default_rng(1)
+    rows = []
+    for arch, optimizer in itertools.product(archs, ("agd", "adam", "sgd", "muon")):
+        acc = 0.5 + 0.01 * rng.random()  # crowded: every point within 1 point
+        rows.append(
+            {
+                "group": f"{arch};seed=0",
+                "optimizer.name": optimizer,
+                "test_acc": acc,
+                "test_loss": 1 - acc,
+            }
+        )
+    saved = {}
+    r = SimpleNamespace(
+        best=pd.DataFrame(rows),
+        language=False,
+        save=lambda fig, name, caption: saved.update(fig=fig, caption=caption),
+    )
+    figures_compare.agd_vs_baselines(r)
+    fig = saved["fig"]
+    best = r.best.assign(arch=r.best["group"].str.replace(";seed=0", ""))
+    for ax, metric in zip(fig.axes, ("test_acc", "test_loss"), strict=True):
+        assert len(label_boxes(ax)) == len(archs)  # once per architecture, not per baseline
+        agd = best[best["optimizer.name"] == "agd"].set_index("arch")[metric]
+        points = best.assign(x=best["arch"].map(agd))
+        points = points[points["optimizer.name"] != "agd"]
+        assert_clear(ax, points["x"], points[metric])
+    assert "grey line joins them" in saved["caption"]
+    plt.close(fig)
