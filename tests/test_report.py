@@ -256,3 +256,40 @@ def test_heatmap_has_a_colour_scale_over_the_studys_values(language):
     assert ("bits per token" in label) if language else (label == "test accuracy")
     assert tick_problems(fig) == []
     plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("n_seeds", "ci", "says"),
+    [
+        (1, None, "0.3x AGD's compute, tuning grid included (one seed: no interval"),
+        (
+            3,
+            [0.2, 0.45],
+            "0.3x AGD's compute, tuning grid included (95 % CI over 3 seeds 0.2 to 0.45)",
+        ),
+    ],
+)
+def test_headline_gives_the_multipliers_interval_or_says_why_there_is_none(n_seeds, ci, says):
+    from agd_ray.analysis.compare import headline_text
+
+    row = {
+        "baseline": "adam",
+        "grid_runs": 3,
+        "selected_by": "val_loss",
+        "baseline_test_acc": 0.62,
+        "agd_test_acc": 0.54,
+        "baseline_test_loss": 0.54,
+        "agd_test_loss": 0.61,
+        "architectures": 12,
+        "seeds": n_seeds,
+        "agd_wins": 2,
+        "groups": 12 * n_seeds,
+        "compute": {
+            "multiplier": 0.3,
+            "multiplier_ci": ci,
+            "n_seeds": n_seeds,
+            "metric": "val_loss",
+            "agd_best_loss": 0.42,
+        },
+    }
+    assert says in headline_text(row)

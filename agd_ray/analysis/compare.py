@@ -260,6 +260,8 @@ def headline_text(row: dict) -> str:
             lo, hi = c["multiplier_ci"]
             upper = "never" if hi == math.inf else f"{hi:.2g}"
             ci = f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
+        elif c.get("n_seeds") == 1:
+            ci = " (one seed: no interval; sweep.seeds with 2 or more gives one)"
         cost = (
             f"reaching AGD's best {c['metric'].replace('_', ' ')} ({c['agd_best_loss']:.4g}) "
             f"costs it {c['multiplier']:.2g}x AGD's compute, tuning grid included{ci}"
