@@ -86,9 +86,10 @@ class SweepProgress:
     def finished(self, trial_id: str, line: str) -> None:
         self.running.pop(trial_id, None)
         self.paused.discard(trial_id)
-        if trial_id in self.epochs:  # not one counted as done before a --resume
-            self.ended += 1
-            self.done_epochs += self.epochs.pop(trial_id)
+        if trial_id not in self.epochs:  # done before a --resume (Tune's older state
+            return  # ran it again only to hear its stored outcome): its line is out
+        self.ended += 1
+        self.done_epochs += self.epochs.pop(trial_id)
         self._print(line)
 
     def tick(self) -> None:
