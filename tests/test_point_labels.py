@@ -99,3 +99,11 @@ def test_agd_vs_baselines_names_each_architecture_once_clear_of_every_point():
         assert_clear(ax, points["x"], points[metric])
     assert "grey line joins them" in saved["caption"]
     plt.close(fig)
+
+
+def test_names_spell_out_keys_without_a_letter_of_their_own():
+    # model.bias and train.batch_size both start with b: only batch size has the letter
+    arch = "model.depth=4;model.width=256;train.batch_size=64;model.bias=true"
+    assert figures_compare.initials(arch) == "d4 w256 b64 bias=true"
+    assert figures_compare._letters([arch]) == " (d depth, w width, b batch size)"
+    assert figures_compare._letters(["model.bias=false"]) == ""

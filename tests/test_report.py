@@ -262,10 +262,11 @@ def test_heatmap_has_a_colour_scale_over_the_studys_values(language):
     ("n_seeds", "ci", "says"),
     [
         (1, None, "0.3x AGD's compute, tuning grid included (one seed: no interval"),
+        (2, None, "over seeds; each seed alone: 0.25, never; 2 seeds are too few for an interval"),
         (
-            3,
+            5,
             [0.2, 0.45],
-            "0.3x AGD's compute, tuning grid included (95 % CI over 3 seeds 0.2 to 0.45)",
+            "0.3x AGD's compute, tuning grid included (95 % CI over 5 seeds 0.2 to 0.45)",
         ),
     ],
 )
@@ -288,8 +289,52 @@ def test_headline_gives_the_multipliers_interval_or_says_why_there_is_none(n_see
             "multiplier": 0.3,
             "multiplier_ci": ci,
             "n_seeds": n_seeds,
+            "per_seed": {0: 0.25, 1: None} if n_seeds == 2 else None,
             "metric": "val_loss",
             "agd_best_loss": 0.42,
         },
     }
     assert says in headline_text(row)
+
+
+def frontier_points(n_seeds: int, rng):
+    """Loss against compute for AGD and a baseline that needs about half AGD's compute
+    to reach AGD's best loss, each seed a little different."""
+    import pandas as pd
+
+    rows = []
+    for seed in range(n_seeds):
+        speed = 2.0 * (1 + 0.1 * rng.standard_normal())
+        for optimizer, rate in (("agd", 1.0), ("adam", speed)):
+            for epoch in range(20):
+                rows.append(
+                    {
+                        "optimizer.name": optimizer,
+                        "seed": seed,
+                        "arch": "d4",
+                        "epoch": epoch,
+                        "compute": 1e9 * (epoch + 1),
+                        "loss": 1.0 / (1 + rate * (epoch + 1) / 10),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2, 4, 5, 8])
+def test_compute_multiplier_interval_only_from_enough_seeds(n_seeds):
+    from agd_ray.analysis.compare import compute_multiplier
+    from agd_ray.analysis.fits import MIN_SEEDS
+
+    result = compute_multiplier(frontier_points(n_seeds, np.random.default_rng(n_seeds)), "adam")
+    assert 0.35 < result["multiplier"] < 0.7
+    if n_seeds >= MIN_SEEDS:
+        lo, hi = result["multiplier_ci"]
+        assert lo <= result["multiplier"] <= hi and lo < hi
+    else:  # 2-4 seeds: too few distinct resamples for a 95 % interval
+        assert result["multiplier_ci"] is None
+    if n_seeds >= 2:
+        per_seed = result["per_seed"]
+        assert sorted(per_seed) == list(range(n_seeds))
+        assert all(0.3 < m < 0.8 for m in per_seed.values())
+    else:
+        assert result["per_seed"] is None

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from agd_ray.analysis.fits import MIN_SEEDS
 from agd_ray.sweep.summary import SELECT_BY, summary_from_trials
 
 AGD = "agd"
@@ -140,8 +141,12 @@ def multiplier(points: pd.DataFrame, baseline: str, seeds=None) -> tuple[float |
 
 def compute_multiplier(points: pd.DataFrame, baseline: str, n_boot: int = 200) -> dict:
     """The headline: how many times AGD's compute the tuned baseline (grid included)
-    spends to reach AGD's best validation loss, with a 95 % bootstrap interval over
-    seeds when there are at least two."""
+    spends to reach AGD's best validation loss (on curves averaged over seeds).
+
+    With several seeds, each seed's own multiplier too (None: never reaches it); with
+    at least ``MIN_SEEDS`` (as for the fits), a 95 % bootstrap interval over seeds.
+    Fewer seeds have too few distinct resamples (3 for 2 seeds) for an interval that
+    covers 95 %: the seeds' own values are reported instead."""
     value, target = multiplier(points, baseline)
     seeds = sorted(points["seed"].unique())
     result = {
@@ -152,8 +157,11 @@ def compute_multiplier(points: pd.DataFrame, baseline: str, n_boot: int = 200) -
         "reaches": value is not None,
         "multiplier_ci": None,
         "n_seeds": len(seeds),
+        "per_seed": None,
     }
-    if len(seeds) >= 2 and value is not None:
+    if len(seeds) >= 2:
+        result["per_seed"] = {int(s): multiplier(points, baseline, [s])[0] for s in seeds}
+    if len(seeds) >= MIN_SEEDS and value is not None:
         rng = np.random.default_rng(0)
         draws = [
             multiplier(points, baseline, list(rng.choice(seeds, len(seeds))))[0]
@@ -260,8 +268,15 @@ def headline_text(row: dict) -> str:
             lo, hi = c["multiplier_ci"]
             upper = "never" if hi == math.inf else f"{hi:.2g}"
             ci = f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
+        elif c.get("per_seed"):
+            each = ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
+            ci = (
+                f" (on the curves averaged over seeds; each seed alone: {each}; "
+                f"{c['n_seeds']} seeds are too few for an interval, {MIN_SEEDS} or more "
+                "give a 95 % one)"
+            )
         elif c.get("n_seeds") == 1:
-            ci = " (one seed: no interval; sweep.seeds with 2 or more gives one)"
+            ci = f" (one seed: no interval; {MIN_SEEDS} or more seeds give a 95 % one)"
         cost = (
             f"reaching AGD's best {c['metric'].replace('_', ' ')} ({c['agd_best_loss']:.4g}) "
             f"costs it {c['multiplier']:.2g}x AGD's compute, tuning grid included{ci}"

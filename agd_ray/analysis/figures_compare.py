@@ -18,13 +18,25 @@ from agd_ray.analysis.plotting import (
     ticks_at,
 )
 
+SHORT = {"depth": "d", "width": "w", "batch_size": "b"}  # a point's name: d4 w256 b64
+
 
 def initials(arch: str) -> str:
-    """``model.depth=4;model.width=256`` -> ``d4 w256`` (a point's label)."""
-    return " ".join(
-        f"{key.rsplit('.', 1)[-1][0]}{value}"
-        for key, _, value in (item.partition("=") for item in arch.split(";"))
-    )
+    """``model.depth=4;model.width=256;model.bias=true`` -> ``d4 w256 bias=true``: the
+    numeric keys a study sweeps most by a letter, any other by its name."""
+    parts = []
+    for item in arch.split(";"):
+        key, _, value = item.partition("=")
+        name = key.rsplit(".", 1)[-1]
+        parts.append(f"{SHORT[name]}{value}" if name in SHORT else f"{name}={value}")
+    return " ".join(parts)
+
+
+def _letters(archs) -> str:
+    """What the letters in the points' names stand for, e.g. "d depth, w width"."""
+    names = {item.partition("=")[0].rsplit(".", 1)[-1] for a in archs for item in a.split(";")}
+    used = [f"{letter} {name.replace('_', ' ')}" for name, letter in SHORT.items() if name in names]
+    return f" ({', '.join(used)})" if used else ""
 
 
 def _per_arch(best, optimizer: str, metric: str):
@@ -38,34 +50,40 @@ def agd_vs_baselines(r) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     acc = "next-token test accuracy" if r.language else "test accuracy"
-    labelled = []  # per panel: (x, y, label) of each architecture, named after layout
+    labelled = []  # per panel: what to name, and what the names must keep clear of
+    archs = []
     for ax, metric, name in zip(axes, ("test_acc", "test_loss"), (acc, "test loss"), strict=True):
         agd = _per_arch(r.best, AGD, metric)
-        values = list(agd["mean"])
-        drawn = []  # every point of the panel: no name goes over one
-        tops = agd["mean"] * np.nan  # each architecture's highest baseline point
+        archs = list(agd.index)
+        x, x_err = agd["mean"], agd["std"].fillna(0)
+        drawn = []  # every point and error bar: no name goes over one
+        tops = x * np.nan  # each architecture's highest baseline point
         bottoms = tops.copy()
         for i, baseline in enumerate(baselines):
             base = _per_arch(r.best, baseline, metric).reindex(agd.index)
+            y, y_err = base["mean"], base["std"].fillna(0)
             ax.errorbar(
-                agd["mean"],
-                base["mean"],
-                xerr=agd["std"].fillna(0),
-                yerr=base["std"].fillna(0),
+                x,
+                y,
+                xerr=x_err,
+                yerr=y_err,
                 fmt="o",
                 ms=4,
                 color=colour(i + 1),
                 capsize=2,
                 label=f"{baseline} (best of grid by val loss)",
             )
-            values += list(base["mean"].dropna())
-            tops, bottoms = np.fmax(tops, base["mean"]), np.fmin(bottoms, base["mean"])
-            drawn += [(x, y) for x, y in zip(agd["mean"], base["mean"], strict=True)]
+            for cx, cy, ex, ey in zip(x, y, x_err, y_err, strict=True):
+                drawn += [(cx - ex, cy, cx + ex, cy), (cx, cy - ey, cx, cy + ey)]
+            tops = np.fmax(tops, y + y_err)
+            bottoms = np.fmin(bottoms, y - y_err)
         if len(baselines) > 1:  # one architecture's points, one per baseline, joined
-            ax.vlines(agd["mean"], bottoms, tops, color="0.85", lw=0.8, zorder=0)
-        if len(agd) <= 12:  # name each architecture once, beside its highest point
-            labelled.append((ax, agd["mean"], tops, [initials(a) for a in agd.index], drawn))
-        lo, hi = min(values), max(values)
+            ax.vlines(x, bottoms, tops, color="0.85", lw=0.8, zorder=0)
+        if len(agd) <= 12:  # name each architecture once, above its highest point
+            labelled.append((ax, x, tops, [initials(a) for a in agd.index], drawn))
+        extents = [v for box in drawn for v in box] + list(x - x_err) + list(x + x_err)
+        extents = [v for v in extents if np.isfinite(v)]
+        lo, hi = min(extents), max(extents)
         pad = 0.05 * (hi - lo or 1)
         ax.plot(
             [lo - pad, hi + pad],
@@ -88,11 +106,12 @@ def agd_vs_baselines(r) -> None:
     r.save(
         fig,
         "agd_vs_baselines.png",
-        "Each point is one architecture, labelled by the initials of its swept keys (d depth, "
-        "w width, b batch size; a name away from its point is joined to it by a thin line): "
-        "AGD's test metric against the tuned baseline's, the baseline's learning rate chosen "
-        "on the validation split; means over seeds with standard deviations. With several "
-        "baselines, one architecture's points share AGD's value and a grey line joins them.",
+        f"Each point is one architecture, named by its swept keys{_letters(archs)}; a name "
+        "away from its point is joined to it by a thin line: AGD's test metric against the "
+        "tuned baseline's, the baseline's learning rate chosen on the validation split; "
+        "means over seeds with standard deviations. With several baselines, one "
+        "architecture's points share AGD's value, a grey line joins them and the name "
+        "sits above the highest.",
     )
 
 

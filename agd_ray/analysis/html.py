@@ -74,6 +74,10 @@ def headline_section(report) -> list[str]:
             if c["multiplier"] is None
             else _ci(c["multiplier"], c["multiplier_ci"])
         )
+        if c.get("per_seed") and not c["multiplier_ci"]:  # too few seeds for an interval
+            each = ", ".join("never" if m is None else _num(m, 2) for m in c["per_seed"].values())
+            mult += f" (each seed alone: {each})"
+
         rows.append(
             [
                 h["baseline"],

@@ -189,8 +189,9 @@ def label_points(
     """Name each point beside it, with no name over another, over a point or outside
     the axes: each name (in order) takes the first free spot of rings of offsets
     around its point, nearest first (``_spot``), and is joined to its point by a thin
-    line when it is not next to it. ``avoid``: more (x, y) points to keep clear;
-    ``above``: right above the point is tried first (a point topping a column).
+    line when it is not next to it. ``avoid``: more to keep clear, as data boxes
+    (x0, y0, x1, y1), e.g. error bars, padded like the markers; ``above``: right above
+    the point is tried first (a point topping a column).
 
     Call once the axes' limits and size are final (after ``fig.tight_layout()``):
     spots are found in display space. The names are left out of later layouts.
@@ -201,9 +202,12 @@ def label_points(
     f = ax.get_window_extent(renderer)
     frame = (f.x0, f.y0, f.x1, f.y1)
     points = ax.transData.transform(np.column_stack([xs, ys]))
-    clear = [*points, *(ax.transData.transform(np.asarray(avoid, float)) if len(avoid) else [])]
+    boxes = [(x, y, x, y) for x, y in points]
+    for x0, y0, x1, y1 in avoid:
+        (a, b), (c, d) = ax.transData.transform([(x0, y0), (x1, y1)])
+        boxes.append((min(a, c), min(b, d), max(a, c), max(b, d)))
     half = marker_pt * px / 2 + 1
-    taken = [(x - half, y - half, x + half, y + half) for x, y in clear]
+    taken = [(x0 - half, y0 - half, x1 + half, y1 + half) for x0, y0, x1, y1 in boxes]
     directions = ((0, 1), *_DIRECTIONS) if above else _DIRECTIONS
     for (x, y), at, text in zip(points, np.column_stack([xs, ys]), texts, strict=True):
         if not (frame[0] <= x <= frame[2] and frame[1] <= y <= frame[3]):
