@@ -97,7 +97,7 @@ def test_agd_vs_baselines_names_each_architecture_once_clear_of_every_point():
         points = best.assign(x=best["arch"].map(agd))
         points = points[points["optimizer.name"] != "agd"]
         assert_clear(ax, points["x"], points[metric])
-    assert "grey line joins them" in saved["caption"]
+    assert "a grey line joins them" in saved["caption"] and "named by" in saved["caption"]
     plt.close(fig)
 
 

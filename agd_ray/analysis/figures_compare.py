@@ -106,12 +106,16 @@ def agd_vs_baselines(r) -> None:
     r.save(
         fig,
         "agd_vs_baselines.png",
-        f"Each point is one architecture, named by its swept keys{_letters(archs)}; a name "
-        "away from its point is joined to it by a thin line: AGD's test metric against the "
-        "tuned baseline's, the baseline's learning rate chosen on the validation split; "
-        "means over seeds with standard deviations. With several baselines, one "
-        "architecture's points share AGD's value, a grey line joins them and the name "
-        "sits above the highest.",
+        (
+            f"Each point is one architecture, named by its swept keys{_letters(archs)}; a "
+            "name away from its point is joined to it by a thin line"
+            if labelled
+            else f"Each point is one architecture (not named: {len(archs)} of them)"
+        )
+        + ": AGD's test metric against the tuned baseline's, the baseline's learning rate "
+        "chosen on the validation split; means over seeds with standard deviations. With "
+        "several baselines, one architecture's points share AGD's value and a grey line "
+        "joins them.",
     )
 
 
