@@ -174,12 +174,14 @@ def test_progress_counts_trials_done_before_a_resume_and_caps_the_names():
     assert printed[-1].startswith("  ... 1/7 done, 6 running, 1m30s elapsed | ")
     assert printed[-1].endswith(" | +2 more")
     # the trial done before the resume, re-reported from Tune's older experiment
-    # state: its line was printed by the first run, not again
-    shown = len(printed)
+    # state: said to be from before, and not counted again
     p.finished(s[0].trial_id, f"[1/7] {s[0].trial_id} ...")
-    assert len(printed) == shown
+    assert printed[-1] == f"[1/7] {s[0].trial_id} ...  (finished before this --resume)"
     p.finished(s[1].trial_id, f"[2/7] {s[1].trial_id} ...")
     assert printed[-1] == f"[2/7] {s[1].trial_id} ..."
+    clock.now += 1
+    p.tick()
+    assert printed[-1].startswith("  ... 2/7 done, 5 running")
 
 
 def test_trials_paused_at_a_rung_are_counted_apart():

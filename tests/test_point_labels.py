@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.text import Annotation, Text
 
 from agd_ray.analysis import figures_compare
@@ -107,3 +108,42 @@ def test_names_spell_out_keys_without_a_letter_of_their_own():
     assert figures_compare.initials(arch) == "d4 w256 b64 bias=true"
     assert figures_compare._letters([arch]) == " (d depth, w width, b batch size)"
     assert figures_compare._letters(["model.bias=false"]) == ""
+
+
+def test_a_name_points_at_its_marker_not_at_the_end_of_its_error_bar():
+    # two seeds: error bars; one baseline: each name belongs to one marker
+    rows = []
+    for d, seed in itertools.product((2, 4, 8), (0, 1)):
+        arch = f"model.depth={d}"
+        for optimizer, acc in (("agd", 0.5 + 0.02 * d), ("adam", 0.6 + 0.01 * d)):
+            acc += 0.03 * seed  # a spread over seeds: error bars of 0.02
+            rows.append(
+                {
+                    "group": f"{arch};seed={seed}",
+                    "optimizer.name": optimizer,
+                    "test_acc": acc,
+                    "test_loss": 1 - acc,
+                }
+            )
+    saved = {}
+    r = SimpleNamespace(
+        best=pd.DataFrame(rows),
+        language=False,
+        save=lambda fig, name, caption: saved.update(fig=fig),
+    )
+    figures_compare.agd_vs_baselines(r)
+    ax = saved["fig"].axes[0]
+    best = r.best.assign(arch=r.best["group"].str.split(";").str[0])
+    means = best.groupby(["arch", "optimizer.name"])["test_acc"].mean().unstack()
+    anchors = {t.get_text(): t.xy for t in ax.texts if isinstance(t, Annotation)}
+    assert set(anchors) == {"d2", "d4", "d8"}
+    for arch, row in means.iterrows():
+        assert anchors[arch.replace("model.depth=", "d")] == pytest.approx(
+            (row["agd"], row["adam"])
+        )
+    plt.close(saved["fig"])
+
+
+def test_a_study_that_sweeps_no_key_names_no_point():
+    assert figures_compare.initials("") == ""
+    assert figures_compare.initials('model.arch="resnet"') == "arch=resnet"

@@ -338,3 +338,45 @@ def test_compute_multiplier_interval_only_from_enough_seeds(n_seeds):
         assert all(0.3 < m < 0.8 for m in per_seed.values())
     else:
         assert result["per_seed"] is None
+
+
+def test_a_seed_without_agds_run_has_no_multiplier_rather_than_never():
+    from agd_ray.analysis.compare import compute_multiplier
+
+    points = frontier_points(3, np.random.default_rng(0))
+    points = points[~((points["optimizer.name"] == "agd") & (points["seed"] == 2))]
+    result = compute_multiplier(points, "adam")
+    assert result["n_seeds"] == 2 and sorted(result["per_seed"]) == [0, 1]
+    assert all(m is not None for m in result["per_seed"].values())  # not "never"
+
+
+@pytest.mark.parametrize("spread", [0.006, 0.0])
+def test_heatmap_colour_bar_ticks_differ_when_accuracies_are_close(spread):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from agd_ray.analysis.plotting import plt
+
+    rows = [
+        {
+            "group": f"model.depth={d};model.width={w};seed=0",
+            "optimizer.name": "agd",
+            "model.depth": d,
+            "model.width": w,
+            "test_acc": 0.503 + spread * (d + w / 256) / 10,
+        }
+        for d in (2, 4)
+        for w in (64, 256)
+    ]
+    saved = {}
+    r = SimpleNamespace(
+        best=pd.DataFrame(rows), language=False, save=lambda fig, n, c: saved.update(fig=fig)
+    )
+    figures_scaling.heatmaps(r)
+    fig = saved["fig"]
+    fig.canvas.draw()
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    plt.close(fig)

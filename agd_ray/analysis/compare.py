@@ -148,7 +148,9 @@ def compute_multiplier(points: pd.DataFrame, baseline: str, n_boot: int = 200) -
     Fewer seeds have too few distinct resamples (3 for 2 seeds) for an interval that
     covers 95 %: the seeds' own values are reported instead."""
     value, target = multiplier(points, baseline)
-    seeds = sorted(points["seed"].unique())
+    # seeds where both ran: one without AGD's (or the baseline's) curve has no multiplier
+    ran = [set(points.loc[points["optimizer.name"] == o, "seed"]) for o in (AGD, baseline)]
+    seeds = sorted(ran[0] & ran[1])
     result = {
         "baseline": baseline,
         "metric": points.attrs.get("metric", SELECT_BY),
@@ -169,9 +171,11 @@ def compute_multiplier(points: pd.DataFrame, baseline: str, n_boot: int = 200) -
         ]
         never = sum(d is None for d in draws) / n_boot
         finite = np.log([d for d in draws if d is not None])
-        lo = float(np.exp(np.percentile(finite, 2.5))) if len(finite) else None
-        hi = float(np.exp(np.percentile(finite, 97.5))) if never <= 0.025 else math.inf
-        result.update(multiplier_ci=[lo, hi], never_fraction=never)
+        result["never_fraction"] = never
+        if len(finite):  # else no resample reaches it: the seeds' own values say so
+            lo = float(np.exp(np.percentile(finite, 2.5)))
+            hi = float(np.exp(np.percentile(finite, 97.5))) if never <= 0.025 else math.inf
+            result["multiplier_ci"] = [lo, hi]
     return result
 
 
@@ -270,11 +274,13 @@ def headline_text(row: dict) -> str:
             ci = f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
         elif c.get("per_seed"):
             each = ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
-            ci = (
-                f" (on the curves averaged over seeds; each seed alone: {each}; "
-                f"{c['n_seeds']} seeds are too few for an interval, {MIN_SEEDS} or more "
-                "give a 95 % one)"
+            why = (
+                f"{c['n_seeds']} seeds are too few for an interval, {MIN_SEEDS} or more give a "
+                "95 % one"
+                if c["n_seeds"] < MIN_SEEDS
+                else "no interval: no resample of the seeds reaches it"
             )
+            ci = f" (on the curves averaged over seeds; each seed alone: {each}; {why})"
         elif c.get("n_seeds") == 1:
             ci = f" (one seed: no interval; {MIN_SEEDS} or more seeds give a 95 % one)"
         cost = (

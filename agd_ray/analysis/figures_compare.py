@@ -25,9 +25,9 @@ def initials(arch: str) -> str:
     """``model.depth=4;model.width=256;model.bias=true`` -> ``d4 w256 bias=true``: the
     numeric keys a study sweeps most by a letter, any other by its name."""
     parts = []
-    for item in arch.split(";"):
+    for item in filter(None, arch.split(";")):  # "" for a study that sweeps no key
         key, _, value = item.partition("=")
-        name = key.rsplit(".", 1)[-1]
+        name, value = key.rsplit(".", 1)[-1], value.strip('"')  # JSON text: "resnet"
         parts.append(f"{SHORT[name]}{value}" if name in SHORT else f"{name}={value}")
     return " ".join(parts)
 
@@ -57,8 +57,8 @@ def agd_vs_baselines(r) -> None:
         archs = list(agd.index)
         x, x_err = agd["mean"], agd["std"].fillna(0)
         drawn = []  # every point and error bar: no name goes over one
-        tops = x * np.nan  # each architecture's highest baseline point
-        bottoms = tops.copy()
+        tops = x * np.nan  # each architecture's highest baseline point (its name's)
+        bottoms = tops.copy()  # and the lowest: the grey line joins them
         for i, baseline in enumerate(baselines):
             base = _per_arch(r.best, baseline, metric).reindex(agd.index)
             y, y_err = base["mean"], base["std"].fillna(0)
@@ -75,12 +75,12 @@ def agd_vs_baselines(r) -> None:
             )
             for cx, cy, ex, ey in zip(x, y, x_err, y_err, strict=True):
                 drawn += [(cx - ex, cy, cx + ex, cy), (cx, cy - ey, cx, cy + ey)]
-            tops = np.fmax(tops, y + y_err)
-            bottoms = np.fmin(bottoms, y - y_err)
+            tops, bottoms = np.fmax(tops, y), np.fmin(bottoms, y)
         if len(baselines) > 1:  # one architecture's points, one per baseline, joined
             ax.vlines(x, bottoms, tops, color="0.85", lw=0.8, zorder=0)
-        if len(agd) <= 12:  # name each architecture once, above its highest point
-            labelled.append((ax, x, tops, [initials(a) for a in agd.index], drawn))
+        names = [initials(a) for a in agd.index]
+        if len(agd) <= 12 and any(names):  # each architecture once, by its highest point
+            labelled.append((ax, x, tops, names, drawn))
         extents = [v for box in drawn for v in box] + list(x - x_err) + list(x + x_err)
         extents = [v for v in extents if np.isfinite(v)]
         lo, hi = min(extents), max(extents)

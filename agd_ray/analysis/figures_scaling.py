@@ -126,12 +126,16 @@ def heatmaps(r) -> None:
     # accuracy, or (language models) test bits per token, lower is better; one colour
     # scale over the study's values, so that panels compare and differences show
     metric, what = ("test_bits", "test bits per token") if r.language else ("test_acc", "")
-    values = agd[metric].dropna()
-    lo, hi = values.min(), values.max()
+    grids = [
+        (name, part.pivot_table(index="model.depth", columns="model.width", values=metric))
+        for name, _, part in settings
+    ]
+    cells = np.concatenate([grid.to_numpy().ravel() for _, grid in grids])
+    cells = cells[np.isfinite(cells)]
+    lo, hi = (cells.min(), cells.max()) if len(cells) else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5e-2, hi + 0.5e-2
-    for ax, (name, _, part) in zip(axes[0], settings, strict=True):
-        grid = part.pivot_table(index="model.depth", columns="model.width", values=metric)
+    for ax, (name, grid) in zip(axes[0], grids, strict=True):
         image = ax.imshow(
             grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi
         )
@@ -141,7 +145,7 @@ def heatmaps(r) -> None:
             bar.set_label("test bits per token (lower is better)", fontsize=8)
         else:
             labels = [f"{100 * v:.1f}%" for v in grid.values.ravel()]
-            bar.formatter = PercentFormatter(xmax=1, decimals=0)
+            bar.formatter = PercentFormatter(xmax=1, decimals=None)  # as many as it takes
             bar.set_label("test accuracy", fontsize=8)
         bar.ax.tick_params(labelsize=8)
         light = [v < (lo + hi) / 2 for v in grid.values.ravel()]  # viridis: dark below
@@ -158,7 +162,7 @@ def heatmaps(r) -> None:
         "heatmap_depth_width.png",
         f"AGD's {what or 'test accuracy'} over depth x width (mean over seeds), one panel per "
         "setting of the other swept keys; the numbers are in the cells, and the colour "
-        "scale spans the study's lowest to highest value in every panel.",
+        "scale runs from the lowest to the highest cell of all panels.",
     )
 
 

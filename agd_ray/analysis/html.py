@@ -74,7 +74,7 @@ def headline_section(report) -> list[str]:
             if c["multiplier"] is None
             else _ci(c["multiplier"], c["multiplier_ci"])
         )
-        if c.get("per_seed") and not c["multiplier_ci"]:  # too few seeds for an interval
+        if c["multiplier"] is not None and c.get("per_seed") and not c["multiplier_ci"]:
             each = ", ".join("never" if m is None else _num(m, 2) for m in c["per_seed"].values())
             mult += f" (each seed alone: {each})"
 

@@ -86,8 +86,11 @@ class SweepProgress:
     def finished(self, trial_id: str, line: str) -> None:
         self.running.pop(trial_id, None)
         self.paused.discard(trial_id)
-        if trial_id not in self.epochs:  # done before a --resume (Tune's older state
-            return  # ran it again only to hear its stored outcome): its line is out
+        if trial_id not in self.epochs:  # done before a --resume: Tune's older state
+            # ran it again only to hear its stored outcome (its line may have been
+            # printed before the interruption, or not: a driver killed just then)
+            self._print(f"{line}  (finished before this --resume)")
+            return
         self.ended += 1
         self.done_epochs += self.epochs.pop(trial_id)
         self._print(line)
