@@ -38,6 +38,23 @@ def assert_clear(ax, xs, ys, marker_pt=4):
         )
 
 
+def figure_of(runs):
+    """The AGD-vs-baselines figure of (architecture, seed, optimizer, test accuracy)
+    runs: the report stub it was drawn for, and what it saved."""
+    rows = [
+        {"group": f"{arch};seed={seed}", "optimizer.name": o, "test_acc": a, "test_loss": 1 - a}
+        for arch, seed, o, a in runs
+    ]
+    saved = {}
+    r = SimpleNamespace(
+        best=pd.DataFrame(rows),
+        language=False,
+        save=lambda fig, name, caption: saved.update(fig=fig, caption=caption),
+    )
+    figures_compare.agd_vs_baselines(r)
+    return r, saved
+
+
 def test_crowded_points_get_names_that_do_not_overlap():
     rng = np.random.default_rng(0)
     # worse than the quickstart's worst case: seven architectures on one spot, a tight
@@ -72,24 +89,11 @@ def test_crowded_points_get_names_that_do_not_overlap():
 def test_agd_vs_baselines_names_each_architecture_once_clear_of_every_point():
     archs = [f"model.depth={d};model.width={w}" for d in (2, 4, 8) for w in (64, 256)]
     rng = np.random.default_rng(1)
-    rows = []
-    for arch, optimizer in itertools.product(archs, ("agd", "adam", "sgd", "muon")):
-        acc = 0.5 + 0.01 * rng.random()  # crowded: every point within 1 point
-        rows.append(
-            {
-                "group": f"{arch};seed=0",
-                "optimizer.name": optimizer,
-                "test_acc": acc,
-                "test_loss": 1 - acc,
-            }
-        )
-    saved = {}
-    r = SimpleNamespace(
-        best=pd.DataFrame(rows),
-        language=False,
-        save=lambda fig, name, caption: saved.update(fig=fig, caption=caption),
-    )
-    figures_compare.agd_vs_baselines(r)
+    runs = [  # crowded: every point within 1 point
+        (arch, 0, optimizer, 0.5 + 0.01 * rng.random())
+        for arch, optimizer in itertools.product(archs, ("agd", "adam", "sgd", "muon"))
+    ]
+    r, saved = figure_of(runs)
     fig = saved["fig"]
     best = r.best.assign(arch=r.best["group"].str.replace(";seed=0", ""))
     for ax, metric in zip(fig.axes, ("test_acc", "test_loss"), strict=True):
@@ -112,26 +116,12 @@ def test_names_spell_out_keys_without_a_letter_of_their_own():
 
 def test_a_name_points_at_its_marker_not_at_the_end_of_its_error_bar():
     # two seeds: error bars; one baseline: each name belongs to one marker
-    rows = []
-    for d, seed in itertools.product((2, 4, 8), (0, 1)):
-        arch = f"model.depth={d}"
-        for optimizer, acc in (("agd", 0.5 + 0.02 * d), ("adam", 0.6 + 0.01 * d)):
-            acc += 0.03 * seed  # a spread over seeds: error bars of 0.02
-            rows.append(
-                {
-                    "group": f"{arch};seed={seed}",
-                    "optimizer.name": optimizer,
-                    "test_acc": acc,
-                    "test_loss": 1 - acc,
-                }
-            )
-    saved = {}
-    r = SimpleNamespace(
-        best=pd.DataFrame(rows),
-        language=False,
-        save=lambda fig, name, caption: saved.update(fig=fig),
-    )
-    figures_compare.agd_vs_baselines(r)
+    runs = [  # a spread over seeds: error bars of 0.02
+        (f"model.depth={d}", seed, optimizer, acc + 0.03 * seed)
+        for d, seed in itertools.product((2, 4, 8), (0, 1))
+        for optimizer, acc in (("agd", 0.5 + 0.02 * d), ("adam", 0.6 + 0.01 * d))
+    ]
+    r, saved = figure_of(runs)
     ax = saved["fig"].axes[0]
     best = r.best.assign(arch=r.best["group"].str.split(";").str[0])
     means = best.groupby(["arch", "optimizer.name"])["test_acc"].mean().unstack()

@@ -88,7 +88,7 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(built):
-    from agd_ray.analysis.compare import headline_text
+    from agd_ray.analysis.headline import headline_text
 
     return built.out, [headline_text(h) for h in built.headline]
 
@@ -271,7 +271,7 @@ def test_heatmap_has_a_colour_scale_over_the_studys_values(language):
     ],
 )
 def test_headline_gives_the_multipliers_interval_or_says_why_there_is_none(n_seeds, ci, says):
-    from agd_ray.analysis.compare import headline_text
+    from agd_ray.analysis.headline import headline_text
 
     row = {
         "baseline": "adam",

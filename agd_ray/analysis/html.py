@@ -9,7 +9,7 @@ import html
 import json
 import math
 
-from agd_ray.analysis.compare import headline_text
+from agd_ray.analysis.headline import headline_text
 from agd_ray.sweep.summary import format_summary, summary_from_trials
 
 STYLE = (

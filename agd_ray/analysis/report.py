@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
+from agd_ray.analysis.headline import headline_text
 from agd_ray.analysis.html import render
 from agd_ray.analysis.plotting import plt, tick_problems
 from agd_ray.config import ConfigError
@@ -129,7 +130,7 @@ def make_report(
     report = Report(sweep_dir, out)
     path = report.build()
     for row in report.headline:
-        echo(compare.headline_text(row))
+        echo(headline_text(row))
     echo(
         f"report: {len(report.figures)} figures, best_of_grid.parquet, fits.json, "
         f"report.html -> {path}"

@@ -10,7 +10,7 @@ fitted laws. Needs network access and an API key; returns the URL.
 
 from __future__ import annotations
 
-from agd_ray.analysis.compare import headline_text
+from agd_ray.analysis.headline import headline_text
 from agd_ray.analysis.html import fit_rows
 
 

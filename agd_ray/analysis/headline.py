@@ -1,0 +1,69 @@
+"""The headline's sentences: each tuned baseline against AGD's untuned run, as the
+console, report.html and the W&B report print them (the numbers: ``compare.headline``)."""
+
+from __future__ import annotations
+
+import math
+
+from agd_ray.analysis.fits import MIN_SEEDS
+
+
+def spread(c: dict) -> str:
+    """How sure the compute multiplier ``c`` (``compare.compute_multiplier``) is: its
+    95 % interval over seeds, or each seed's own value and why there is no interval."""
+    if c["multiplier_ci"]:
+        lo, hi = c["multiplier_ci"]
+        upper = "never" if hi == math.inf else f"{hi:.2g}"
+        return f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
+    if c.get("per_seed"):
+        each = ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
+        why = (
+            f"{c['n_seeds']} seeds are too few for an interval, {MIN_SEEDS} or more give a 95 % one"
+            if c["n_seeds"] < MIN_SEEDS
+            else "no interval: no resample of the seeds reaches it"
+        )
+        return f" (on the curves averaged over seeds; each seed alone: {each}; {why})"
+    if c.get("n_seeds") == 1:
+        return f" (one seed: no interval; {MIN_SEEDS} or more seeds give a 95 % one)"
+    return ""
+
+
+def headline_text(row: dict) -> str:
+    """One sentence a reader can quote: a row of ``compare.headline``."""
+    c = row["compute"]
+    metric = c["metric"].replace("_", " ")
+    if c["multiplier"] is None:
+        cost = f"within its grid it never reaches AGD's best {metric} ({c['agd_best_loss']:.4g})"
+    else:
+        cost = (
+            f"reaching AGD's best {metric} ({c['agd_best_loss']:.4g}) costs it "
+            f"{c['multiplier']:.2g}x AGD's compute, tuning grid included{spread(c)}"
+        )
+    runs = row["grid_runs"]
+    grid = f"best of {runs} runs, chosen on {row['selected_by']}" if runs > 1 else "one run"
+    if row.get("language"):
+        gap = ""
+        if row.get("widest") is not None:
+            pct = row["widest_val_gap_pct"]
+            side = "above" if pct > 0 else "below"
+            gap = (
+                f"; at the largest width ({row['widest']}) AGD's validation loss is "
+                f"{abs(pct):.1f} % {side} the baseline's"
+            )
+        return (
+            f"{row['baseline']} ({grid}, scored on test): test loss "
+            f"{row['baseline_test_loss']:.4g} nats per token ({row['baseline_test_bits']:.3g} "
+            f"bits) against AGD's {row['agd_test_loss']:.4g} ({row['agd_test_bits']:.3g} bits) "
+            f"(means over {row['architectures']} architectures x {row['seeds']} "
+            f"seed{'s' if row['seeds'] > 1 else ''}; AGD's lower in {row['agd_wins']} of "
+            f"{row['groups']}){gap}; {cost}."
+        )
+    return (
+        f"{row['baseline']} ({grid}, scored on test): test accuracy "
+        f"{100 * row['baseline_test_acc']:.1f} % against AGD's "
+        f"{100 * row['agd_test_acc']:.1f} %, test loss {row['baseline_test_loss']:.4g} against "
+        f"{row['agd_test_loss']:.4g} (means over {row['architectures']} architectures x "
+        f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}; AGD's test loss lower in "
+        f"{row['agd_wins']} of {row['groups']}); "
+        f"{cost}."
+    )
