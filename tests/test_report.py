@@ -142,6 +142,7 @@ def test_compute_multiplier_and_lr_transfer_in_fits(report):
     # the largest width is 5 % above AGD's: it never reaches AGD's best
     assert adam["reaches"] is False and adam["multiplier"] is None
     assert any("never reaches" in line for line in lines)
+    assert not any("grid's edge" in line for line in lines)  # lr 1e-2: inside the grid
     (transfer,) = fits["lr_transfer"]["adam"]
     assert set(transfer["best_lr_per_width"].values()) == {1e-2}
     assert transfer["log2_lr_shift_per_width_doubling"] == pytest.approx(0.0, abs=1e-9)

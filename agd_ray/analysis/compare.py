@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from agd_ray.analysis.fits import MIN_SEEDS
+from agd_ray.analysis.grid_edge import edge_counts
 from agd_ray.sweep.summary import SELECT_BY, summary_from_trials
 
 AGD = "agd"
@@ -233,6 +234,7 @@ def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
                 "agd_test_loss": float(a["test_loss"].mean()),
                 "baseline_test_loss": float(b["test_loss"].mean()),
                 "agd_wins": int((a["test_loss"] < b["test_loss"]).sum()),
+                "at_edge": edge_counts(b),  # chosen at its grid's lowest or highest value
                 "compute": compute_multiplier(points, baseline),
                 **_language_terms(a, b),
             }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from agd_ray.analysis.fits import MIN_SEEDS
+from agd_ray.analysis.grid_edge import edge_text
 
 
 def spread(c: dict) -> str:
@@ -39,6 +40,7 @@ def headline_text(row: dict) -> str:
             f"reaching AGD's best {metric} ({c['agd_best_loss']:.4g}) costs it "
             f"{c['multiplier']:.2g}x AGD's compute, tuning grid included{spread(c)}"
         )
+    edge = edge_text(row.get("at_edge", {}), row["groups"])
     runs = row["grid_runs"]
     grid = f"best of {runs} runs, chosen on {row['selected_by']}" if runs > 1 else "one run"
     if row.get("language"):
@@ -56,7 +58,7 @@ def headline_text(row: dict) -> str:
             f"bits) against AGD's {row['agd_test_loss']:.4g} ({row['agd_test_bits']:.3g} bits) "
             f"(means over {row['architectures']} architectures x {row['seeds']} "
             f"seed{'s' if row['seeds'] > 1 else ''}; AGD's lower in {row['agd_wins']} of "
-            f"{row['groups']}){gap}; {cost}."
+            f"{row['groups']}){gap}{edge}; {cost}."
         )
     return (
         f"{row['baseline']} ({grid}, scored on test): test accuracy "
@@ -64,6 +66,6 @@ def headline_text(row: dict) -> str:
         f"{100 * row['agd_test_acc']:.1f} %, test loss {row['baseline_test_loss']:.4g} against "
         f"{row['agd_test_loss']:.4g} (means over {row['architectures']} architectures x "
         f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}; AGD's test loss lower in "
-        f"{row['agd_wins']} of {row['groups']}); "
+        f"{row['agd_wins']} of {row['groups']}){edge}; "
         f"{cost}."
     )

@@ -94,6 +94,7 @@ def headline_section(report) -> list[str]:
                 _num(h["agd_test_loss"]),
                 _num(h["baseline_test_loss"]),
                 f"{h['agd_wins']} / {h['groups']}",
+                ", ".join(f"{e} in {n}" for e, n in sorted(h.get("at_edge", {}).items())) or "-",
                 mult,
             ]
         )
@@ -109,6 +110,7 @@ def headline_section(report) -> list[str]:
         "AGD test loss",
         "baseline test loss",
         "AGD lower loss",
+        "chosen at grid edge",
         "compute multiplier",
     ]
     parts.append(_table(header, rows))

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
+from agd_ray.analysis.grid_edge import grid_edges
 from agd_ray.analysis.headline import headline_text
 from agd_ray.analysis.html import render
 from agd_ray.analysis.plotting import plt, tick_problems
@@ -63,6 +64,8 @@ class Report:
         self.out = Path(out) if out else self.sweep_dir / "report"
         self.trials, self.epochs = load_sweep(self.sweep_dir)
         self.best = compare.best_of_grid(self.trials)
+        if not self.best.empty:  # a baseline chosen at its grid's edge: said in the headline
+            self.best["grid_edge"] = grid_edges(self.trials, self.best)
         self.points = compare.curves(self.trials, self.epochs)
         self.headline = compare.headline(self.best, self.points) if not self.best.empty else []
         # a language model's sweep: accuracy is next-token accuracy, compute counts tokens

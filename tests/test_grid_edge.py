@@ -1,0 +1,63 @@
+"""A baseline's best of grid at its grid's edge is flagged in the headline: its
+optimum may lie outside the grid, so the comparison with AGD may flatter AGD."""
+
+import pandas as pd
+
+from agd_ray.analysis.compare import best_of_grid
+from agd_ray.analysis.grid_edge import edge_counts, edge_text, grid_edges
+
+
+def trial(group, optimizer, val_loss, status="completed", **optimizer_keys):
+    return {
+        "trial_id": f"{group}-{optimizer}-{sorted(optimizer_keys.items())}",
+        "status": status,
+        "group": group,
+        "optimizer.name": optimizer,
+        "optimizer.lr": optimizer_keys.get("lr"),
+        "optimizer.lam": optimizer_keys.get("lam"),
+        "optimizer.schedule": optimizer_keys.get("schedule"),
+        "val_loss": val_loss,
+        "test_loss": val_loss,
+        "test_acc": 1 - val_loss,
+        "samples": 1000,
+        "wall_s": 1.0,
+        "params": 10,
+    }
+
+
+def test_a_choice_at_the_lowest_or_highest_value_is_an_edge_and_one_inside_is_not():
+    rows = []
+    for g, best_lr in (("d2;seed=0", 1e-1), ("d4;seed=0", 1e-2), ("d8;seed=0", 1e-3)):
+        rows.append(trial(g, "agd", 0.5))
+        for lr in (1e-3, 1e-2, 1e-1):  # a schedule that does not vary is no tuned key
+            rows.append(trial(g, "adam", 0.3 if lr == best_lr else 0.4, lr=lr, schedule="cos"))
+        for lam in (0.25, 0.5, 1.0):
+            rows.append(trial(g, "curvature", 0.3 if lam == 0.25 else 0.35, lam=lam))
+    rows.append(trial("d8;seed=0", "adam", float("nan"), status="diverged", lr=1.0))
+    trials = pd.DataFrame(rows)
+    trials["compute"] = 1.0
+    best = best_of_grid(trials)
+    best["grid_edge"] = grid_edges(trials, best)
+    edge = best.set_index(["group", "optimizer.name"])["grid_edge"]
+    assert edge[("d2;seed=0", "adam")] == "lr=highest"
+    assert edge[("d4;seed=0", "adam")] == ""  # inside its grid
+    # lowest of the runs, one of which diverged above: still the grid's lowest value
+    assert edge[("d8;seed=0", "adam")] == "lr=lowest"
+    assert edge[("d2;seed=0", "curvature")] == "lam=lowest"
+    assert edge[("d2;seed=0", "agd")] == ""  # no grid
+    adam = best[best["optimizer.name"] == "adam"]
+    assert edge_counts(adam) == {"lr=highest": 1, "lr=lowest": 1}
+    assert edge_text(edge_counts(adam), 3) == (
+        "; the chosen value is at its grid's edge (lr highest in 1, lr lowest in 1 of 3): "
+        "the grid may not hold the baseline's best"
+    )
+    assert edge_text({}, 3) == ""
+
+
+def test_a_diverged_run_above_the_choice_shows_the_grid_looked_higher():
+    rows = [trial("d2;seed=0", "adam", 0.3, lr=1e-2), trial("d2;seed=0", "adam", 0.4, lr=1e-3)]
+    rows.append(trial("d2;seed=0", "adam", float("nan"), status="diverged", lr=1e-1))
+    trials = pd.DataFrame(rows)
+    trials["compute"] = 1.0
+    best = best_of_grid(trials)
+    assert list(grid_edges(trials, best)) == [""]
