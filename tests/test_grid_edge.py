@@ -61,3 +61,20 @@ def test_a_diverged_run_above_the_choice_shows_the_grid_looked_higher():
     trials["compute"] = 1.0
     best = best_of_grid(trials)
     assert list(grid_edges(trials, best)) == [""]
+
+
+def test_a_learning_rate_shift_read_off_a_grid_edge_is_flagged_as_a_bound():
+    from agd_ray.analysis.compare import lr_transfer
+
+    rows = []
+    for width, best_lr in ((64, 1e-1), (256, 1e-2), (1024, 1e-3)):
+        group = f"model.width={width};seed=0"
+        for lr in (1e-3, 1e-2, 1e-1):
+            row = trial(group, "adam", 0.3 if lr == best_lr else 0.4, lr=lr)
+            rows.append({**row, "model.width": width})
+    # width 1024 also tried lr 1e-4, which diverged: its 1e-3 is not at the edge
+    rows.append({**trial("model.width=1024;seed=0", "adam", 9.0, "diverged", lr=1e-4)})
+    rows[-1]["model.width"] = 1024
+    (entry,) = lr_transfer(pd.DataFrame(rows), "adam")
+    assert entry["best_lr_per_width"] == {"64": 1e-1, "256": 1e-2, "1024": 1e-3}
+    assert entry["best_at_grid_edge"] == ["64"]

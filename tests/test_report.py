@@ -146,6 +146,7 @@ def test_compute_multiplier_and_lr_transfer_in_fits(report):
     (transfer,) = fits["lr_transfer"]["adam"]
     assert set(transfer["best_lr_per_width"].values()) == {1e-2}
     assert transfer["log2_lr_shift_per_width_doubling"] == pytest.approx(0.0, abs=1e-9)
+    assert transfer["best_at_grid_edge"] == []  # 1e-2 of 1e-3, 1e-2, 1e-1
 
 
 def test_every_figure_has_numeric_ticks(report):

@@ -204,6 +204,9 @@ def lr_transfer(r) -> None:
                     )
             shift = entry.get("log2_lr_shift_per_width_doubling") if entry else None
             note = f", best lr x{2**shift:.2g} per width doubling" if shift is not None else ""
+            edge = entry.get("best_at_grid_edge") if entry else None
+            if note and edge:  # censored by the grid: the shift is a bound
+                note += f"\n(a bound: best at the grid's edge at width {', '.join(edge)})"
             ax.set_title(f"{baseline}: {name or 'all settings'}{note}", fontsize=9)
             ax.set_xscale("log")
             ticks_at(ax.xaxis, [*lrs, agd_x])
