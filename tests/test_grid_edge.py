@@ -6,9 +6,13 @@ import pandas as pd
 from agd_ray.analysis.compare import best_of_grid
 from agd_ray.analysis.grid_edge import edge_counts, edge_text, grid_edges
 
+KEYS = ("lr", "lam", "schedule")
+
 
 def trial(group, optimizer, val_loss, status="completed", **optimizer_keys):
+    extra = {f"optimizer.{k}": v for k, v in optimizer_keys.items() if k not in KEYS}
     return {
+        **extra,
         "trial_id": f"{group}-{optimizer}-{sorted(optimizer_keys.items())}",
         "status": status,
         "group": group,
@@ -46,9 +50,9 @@ def test_a_choice_at_the_lowest_or_highest_value_is_an_edge_and_one_inside_is_no
     assert edge[("d2;seed=0", "curvature")] == "lam=lowest"
     assert edge[("d2;seed=0", "agd")] == ""  # no grid
     adam = best[best["optimizer.name"] == "adam"]
-    assert edge_counts(adam) == {"lr=highest": 1, "lr=lowest": 1}
+    assert edge_counts(adam) == {"settings": 2, "lr=highest": 1, "lr=lowest": 1}
     assert edge_text(edge_counts(adam), 3) == (
-        "; the chosen value is at its grid's edge (lr highest in 1, lr lowest in 1 of 3): "
+        "; chosen at its grid's edge in 2 of 3 settings (lr highest in 1, lr lowest in 1): "
         "the grid may not hold the baseline's best"
     )
     assert edge_text({}, 3) == ""
@@ -78,3 +82,44 @@ def test_a_learning_rate_shift_read_off_a_grid_edge_is_flagged_as_a_bound():
     (entry,) = lr_transfer(pd.DataFrame(rows), "adam")
     assert entry["best_lr_per_width"] == {"64": 1e-1, "256": 1e-2, "1024": 1e-3}
     assert entry["best_at_grid_edge"] == ["64"]
+
+
+def edges_of(rows) -> dict:
+    trials = pd.DataFrame(rows)
+    trials["compute"] = 1.0
+    best = best_of_grid(trials)
+    best["grid_edge"] = grid_edges(trials, best)
+    return best.set_index(["group", "optimizer.name"])["grid_edge"].to_dict()
+
+
+def test_a_run_that_failed_or_never_ended_was_not_tried():
+    g = "d2;seed=0"
+    rows = [trial(g, "adam", 0.4, lr=1e-3), trial(g, "adam", 0.3, lr=1e-2)]
+    rows.append(trial(g, "adam", float("nan"), status="failed", lr=1e-1))
+    rows.append(trial(g, "adam", float("nan"), status="unfinished", lr=1.0))
+    assert edges_of(rows) == {(g, "adam"): "lr=highest"}
+
+
+def test_each_entry_of_one_optimizer_is_its_own_grid_and_switches_are_not_tuned():
+    g = "d2;seed=0"
+    rows = [  # sgd with momentum over two lrs; sgd without over one: two grids
+        trial(g, "sgd", 0.3, lr=0.01, momentum=0.9),
+        trial(g, "sgd", 0.35, lr=0.1, momentum=0.9),
+        trial(g, "sgd", 0.5, lr=0.001, momentum=0.0),
+    ]
+    assert edges_of(rows) == {(g, "sgd"): "lr=lowest"}  # not momentum, a fixed setting
+    rows = [
+        trial(g, "sgd", 0.3, lr=0.1, nesterov=True),
+        trial(g, "sgd", 0.4, lr=0.1, nesterov=False),
+    ]
+    assert edges_of(rows) == {(g, "sgd"): ""}  # a switch has no edge
+
+
+def test_a_product_grid_has_an_edge_per_axis():
+    g = "d2;seed=0"
+    rows = [
+        trial(g, "adamw", 0.3 if (lr, wd) == (1e-2, 0.1) else 0.4, lr=lr, weight_decay=wd)
+        for lr in (1e-3, 1e-2, 1e-1)
+        for wd in (0.0, 0.01, 0.1)
+    ]
+    assert edges_of(rows) == {(g, "adamw"): "weight_decay=highest"}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from agd_ray.analysis.fits import MIN_SEEDS
-from agd_ray.analysis.grid_edge import edge_counts
+from agd_ray.analysis.grid_edge import edge_counts, same, tried
 from agd_ray.sweep.summary import SELECT_BY, summary_from_trials
 
 AGD = "agd"
@@ -187,7 +187,7 @@ def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
     runs = trials[(trials["optimizer.name"] == baseline) & (trials["status"] == "completed")]
     if runs.empty or "optimizer.lr" not in runs or runs["optimizer.lr"].nunique() < 2:
         return []
-    tried = trials.loc[trials["optimizer.name"] == baseline, "optimizer.lr"].astype(float)
+    ended = tried(trials[trials["optimizer.name"] == baseline])  # diverged ones too
     metric = SELECT_BY if runs[SELECT_BY].notna().any() else "test_loss"
     held = [k for k in swept_keys(runs["group"].iloc[0]) if k not in ("model.width",)]
     held = [k for k in held if k in runs and k != "optimizer.lr"]
@@ -201,9 +201,13 @@ def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
             "best_lr_per_width": {str(w): lr for w, lr in sorted(best.items())},
             "lr_grid": sorted(float(v) for v in rows["optimizer.lr"].unique()),
             "log2_lr_shift_per_width_doubling": None,
-        }  # a best lr at the grid's edge (runs that diverged count as tried): the true
-        ends = (tried.min(), tried.max())  # best may lie beyond, the shift is a bound
-        entry["best_at_grid_edge"] = [str(w) for w, lr in sorted(best.items()) if lr in ends]
+        }  # a best lr at its width's grid's edge: the true best may lie beyond it
+        here = ended
+        for key, value in zip(held, fixed, strict=True):
+            here = here[same(here[key], value)]
+        lrs = here.groupby("model.width")["optimizer.lr"]
+        ends = {int(w): (float(v.min()), float(v.max())) for w, v in lrs}
+        entry["best_at_grid_edge"] = [str(w) for w, lr in best.items() if lr in ends.get(w, ())]
         if len(best) >= 2:
             w = np.log2(list(best))
             entry["log2_lr_shift_per_width_doubling"] = float(

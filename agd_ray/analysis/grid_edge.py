@@ -2,48 +2,86 @@
 
 A baseline whose chosen learning rate (or any tuned value) is its grid's lowest or
 highest may do better outside the grid: the comparison with AGD's untuned run then
-flatters AGD, and the report says so. A tuned key is one whose value varies among
-the grid's runs (every run of the tuning group, stopped and diverged ones included:
-a diverged run above the chosen one shows that the grid did look higher).
+flatters AGD, and the report says so.
+
+A key's grid, for the chosen run, is the values it took among the tuning group's
+runs of that optimizer that match the chosen run on every other ``optimizer.*``
+key: so two entries of one optimizer (``sgd`` with momentum 0.9 over two learning
+rates, ``sgd`` without over one) are two grids, and a product grid (lr x weight
+decay) has an edge per axis. Runs count as tried when they ended (completed,
+diverged or stopped early): a diverged run above the chosen one shows that the grid
+did look higher; a failed or unfinished one does not. Numeric keys only (a
+two-valued switch such as ``nesterov`` always sits at an "edge").
 """
 
 from __future__ import annotations
 
 import pandas as pd
+from pandas.api.types import is_bool_dtype
+
+from agd_ray.sweep.store import DONE
 
 TUNED = "optimizer."  # the keys a baseline's grid sweeps live under optimizer.*
 
 
+def same(column: pd.Series, value) -> pd.Series:
+    """Which entries equal ``value`` (NaN equal to NaN)."""
+    return column.isna() if pd.isna(value) else column == value
+
+
+def _numeric(column: pd.Series) -> pd.Series | None:
+    if is_bool_dtype(column.infer_objects()):
+        return None
+    values = pd.to_numeric(column, errors="coerce")
+    return values if values.notna().any() else None
+
+
+def tried(trials: pd.DataFrame) -> pd.DataFrame:
+    """The runs that count as tried: they ended (completed, diverged, stopped)."""
+    return trials[trials["status"].isin(DONE)] if "status" in trials else trials
+
+
 def grid_edges(trials: pd.DataFrame, best: pd.DataFrame) -> pd.Series:
     """Per row of ``best`` (``compare.best_of_grid``): the tuned keys whose chosen
-    value is the grid's lowest or highest, e.g. ``"lr=highest"`` ("" inside the grid,
-    or no grid)."""
+    value is its grid's lowest or highest, e.g. ``"lr=highest"`` ("" inside the
+    grid, or no grid)."""
     keys = [c for c in trials.columns if c.startswith(TUNED) and c != "optimizer.name"]
-    runs = trials.groupby(["group", "optimizer.name"])
+    runs = tried(trials)
     out = []
     for _, row in best.iterrows():
-        grid = runs.get_group((row["group"], row["optimizer.name"]))
+        grid = runs[
+            (runs["group"] == row["group"])
+            & same(runs["optimizer.name"], row.get("optimizer.name"))
+        ]
         edges = []
         for key in keys:
-            values = pd.to_numeric(grid[key], errors="coerce").dropna().unique()
+            values = _numeric(grid[key])
             chosen = pd.to_numeric(pd.Series([row.get(key)]), errors="coerce").iloc[0]
-            if len(values) < 2 or pd.isna(chosen):
+            if values is None or pd.isna(chosen):
+                continue
+            others = [k for k in keys if k != key]  # this run's own grid along key
+            mine = pd.Series(True, index=grid.index)
+            for other in others:
+                mine &= same(grid[other], row.get(other))
+            axis = values[mine].dropna().unique()
+            if len(axis) < 2:
                 continue
             name = key.removeprefix(TUNED)
-            if chosen == values.max():
+            if chosen == axis.max():
                 edges.append(f"{name}=highest")
-            elif chosen == values.min():
+            elif chosen == axis.min():
                 edges.append(f"{name}=lowest")
         out.append(", ".join(edges))
     return pd.Series(out, index=best.index, dtype=object)
 
 
 def edge_counts(chosen: pd.DataFrame) -> dict[str, int]:
-    """How often each edge was chosen, over a baseline's rows of ``best`` (with its
-    ``grid_edge`` column): e.g. {"lr=highest": 3}."""
-    counts: dict[str, int] = {}
-    for edges in chosen.get("grid_edge", pd.Series(dtype=object)).dropna():
-        for edge in filter(None, edges.split(", ")):
+    """Over a baseline's rows of ``best`` (with their ``grid_edge``): how many sit at
+    an edge (``"settings"``), and how often each edge was chosen (``"lr=highest"``)."""
+    edges = [e for e in chosen.get("grid_edge", pd.Series(dtype=object)).dropna() if e]
+    counts: dict[str, int] = {"settings": len(edges)} if edges else {}
+    for row in edges:
+        for edge in row.split(", "):
             counts[edge] = counts.get(edge, 0) + 1
     return counts
 
@@ -52,8 +90,12 @@ def edge_text(counts: dict[str, int], groups: int) -> str:
     """The headline's clause for a baseline chosen at its grid's edge ("" if never)."""
     if not counts:
         return ""
-    where = ", ".join(f"{edge.replace('=', ' ')} in {n}" for edge, n in sorted(counts.items()))
+    where = ", ".join(
+        f"{edge.replace('=', ' ')} in {n}"
+        for edge, n in sorted(counts.items())
+        if edge != "settings"
+    )
     return (
-        f"; the chosen value is at its grid's edge ({where} of {groups}): "
+        f"; chosen at its grid's edge in {counts['settings']} of {groups} settings ({where}): "
         "the grid may not hold the baseline's best"
     )

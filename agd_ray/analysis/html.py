@@ -37,6 +37,14 @@ def _ci(value, interval) -> str:
     return f"{_num(value, 3)} [{_num(interval[0], 3)}, {_num(interval[1], 3)}]"
 
 
+def _edges(counts: dict[str, int], groups: int) -> str:
+    """The table's "chosen at grid edge" cell: "2 of 12 (lr=highest in 2)"."""
+    if not counts:
+        return "-"
+    where = ", ".join(f"{e} in {n}" for e, n in sorted(counts.items()) if e != "settings")
+    return f"{counts['settings']} of {groups} ({where})"
+
+
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     def cells(values, tag):
         return "".join(
@@ -94,7 +102,7 @@ def headline_section(report) -> list[str]:
                 _num(h["agd_test_loss"]),
                 _num(h["baseline_test_loss"]),
                 f"{h['agd_wins']} / {h['groups']}",
-                ", ".join(f"{e} in {n}" for e, n in sorted(h.get("at_edge", {}).items())) or "-",
+                _edges(h.get("at_edge", {}), h["groups"]),
                 mult,
             ]
         )
