@@ -382,3 +382,25 @@ def test_heatmap_colour_bar_ticks_differ_when_accuracies_are_close(spread):
     labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
     assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
     plt.close(fig)
+
+
+def test_a_fit_that_is_not_a_law_prints_its_reason_not_its_numbers():
+    from agd_ray.analysis.html import fit_rows
+
+    law = {"status": "fit", "E": 0.3, "A": 2.0, "alpha": 0.5, "E_ci": [0.28, 0.31]}
+    law |= {"A_ci": [1.8, 2.2], "alpha_ci": [0.45, 0.55], "holdout_rel_error": 0.004}
+    not_law = {**law, "status": "unidentified", "reason": "alpha's 95 % interval is wide"}
+    fits = {
+        "test_loss_vs_model.width": {
+            "agd": [
+                {**law, "held_fixed": {}, "n_points": 10, "n_x": 5},
+                {**not_law, "held_fixed": {"train.batch_size": 64}, "n_points": 10, "n_x": 5},
+            ]
+        }
+    }
+    header, (fitted, unidentified) = fit_rows(fits)
+    alpha = header.index("alpha [95 % CI]")
+    assert fitted[alpha] == "0.5 [0.45, 0.55]" and fitted[header.index("hold-out error")] == "0.4 %"
+    cells = unidentified[header.index("E [95 % CI]") : alpha + 1]
+    assert cells == ["-", "-", "-"] and unidentified[header.index("hold-out error")] == "-"
+    assert unidentified[-1] == "alpha's 95 % interval is wide"

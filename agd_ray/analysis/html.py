@@ -135,18 +135,21 @@ def fit_rows(fits: dict) -> tuple[list[str], list[list]]:
             for e in entries:
                 fixed = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in e["held_fixed"].items())
                 hold = e.get("holdout_rel_error")
+                law = e["status"] == "fit"  # a fit that is not a law prints no numbers: its
+                # reason says why (fits.json keeps what the optimiser returned, by status)
                 rows.append(
                     [
                         name.removeprefix("test_loss_vs_"),
                         optimizer,
                         fixed or "-",
                         e["status"],
-                        _ci(e.get("E"), e.get("E_ci")),
-                        _ci(e.get("A"), e.get("A_ci")),
-                        _ci(e.get("alpha"), e.get("alpha_ci")),
+                        *(
+                            _ci(e.get(k), e.get(f"{k}_ci")) if law else "-"
+                            for k in ("E", "A", "alpha")
+                        ),
                         e["n_points"],
                         e["n_x"],
-                        "-" if hold is None else f"{100 * hold:.1f} %",
+                        "-" if hold is None or not law else f"{100 * hold:.1f} %",
                         e.get("reason") or "",
                     ]
                 )
@@ -177,7 +180,8 @@ def fits_section(fits: dict) -> list[str]:
         "seed bootstrap has only 3-10 distinct resamples and its intervals cover the truth "
         "far less than 95 % of the time); the hold-out error is the relative error of "
         "the law refitted without the largest x when it predicts that x. A fit with fewer than "
-        "4 x values, on a bound, or with an alpha interval wider than alpha is not a law.</p>",
+        "4 x values, on a bound, or with an alpha interval wider than alpha is not a law, and "
+        "its row gives the reason instead of numbers.</p>",
         _table(header, rows, left=4),
     ]
 
