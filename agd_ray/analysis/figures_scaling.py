@@ -185,7 +185,7 @@ def batch_size_study(r) -> None:
     agd = r.trials[(r.trials["optimizer.name"] == AGD) & (r.trials["status"] == "completed")]
     if "train.batch_size" not in agd or agd["train.batch_size"].nunique() < 3:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.2))
     fits = []
     keys = held_fixed(agd, ("train.batch_size",))
     for i, (name, fixed, part) in enumerate(by_setting(agd, keys)):
@@ -224,7 +224,7 @@ def batch_size_study(r) -> None:
         ax.set_yscale("log")
         ticks_at(ax.xaxis, agd["train.batch_size"])
         ax.set_xlabel("batch size")
-        ax.legend(fontsize=6)
+        legend_below(ax, ncols=2)  # under the axes: never over a point or its error bar
     log_ticks(axes[0].yaxis)
     axes[0].set_ylabel("steps to the target train loss")
     axes[0].set_title("AGD: steps to target vs batch size, S = S_min (1 + B_crit/B)", fontsize=10)
