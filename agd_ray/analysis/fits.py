@@ -74,7 +74,7 @@ class PowerLawFit:
         if self.alpha_ci is not None:
             parts.append(f"α 95% CI [{self.alpha_ci[0]:.3g}, {self.alpha_ci[1]:.3g}]")
         if self.holdout_rel_error is not None:
-            parts.append(f"hold-out err {self.holdout_rel_error:.1%}")
+            parts.append(f"hold-out err {100 * self.holdout_rel_error:.2g}%")  # 0.029%, 1.8%
         text = ", ".join(parts)
         return text if self.identified else f"{text} (unidentified: {self.reason})"
 

@@ -149,7 +149,7 @@ def fit_rows(fits: dict) -> tuple[list[str], list[list]]:
                         ),
                         e["n_points"],
                         e["n_x"],
-                        "-" if hold is None or not law else f"{100 * hold:.1f} %",
+                        "-" if hold is None or not law else f"{100 * hold:.2g} %",
                         e.get("reason") or "",
                     ]
                 )
