@@ -61,6 +61,26 @@ def _sweep(out, *extra, args=ARGS, **kw):
     )
 
 
+def _lose_the_named_checkpoint(experiment: Path) -> Path:
+    """Delete the checkpoint that Tune's saved state names as an unfinished trial's
+    newest, keeping a newer one on disk (made from it if the kill left none), as
+    Tune's num_to_keep deletion does before its state catches up."""
+    import shutil
+
+    from ray.tune import ExperimentAnalysis
+
+    for trial in ExperimentAnalysis(str(experiment)).trials:
+        if trial.status != "TERMINATED" and trial.checkpoint is not None:
+            named = Path(trial.checkpoint.path)
+            index = int(named.name.removeprefix("checkpoint_"))
+            newer = named.with_name(f"checkpoint_{index + 1:06d}")
+            if not newer.exists():
+                shutil.copytree(named, newer)
+            shutil.rmtree(named)
+            return named
+    raise AssertionError("no unfinished trial with a checkpoint in Tune's state")
+
+
 def test_resume_after_driver_is_killed(tmp_path):
     outcomes = tmp_path / "killed/ray/outcomes"
     driver = _sweep(tmp_path)
@@ -80,10 +100,14 @@ def test_resume_after_driver_is_killed(tmp_path):
         if state["status"] == "running":
             cut_short.append([h["samples_per_s"] for h in state["history"]])
     assert cut_short, "no interrupted trial had a checkpoint"
+    # and, for one of them, what a kill between Tune's deletion of an old checkpoint
+    # and its next state save leaves (seen once in CI): the state's newest is gone
+    lost = _lose_the_named_checkpoint(tmp_path / "killed/ray/tune")
 
     resumed = _sweep(tmp_path, "--resume")
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out[-3000:]
+    assert "Traceback" not in out and lost.is_dir()  # put back from the newer one
     trials = pq.read_table(tmp_path / "killed/trials.parquet").to_pylist()
     epochs = pq.read_table(tmp_path / "killed/epochs.parquet").to_pylist()
     assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4

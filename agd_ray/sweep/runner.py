@@ -34,6 +34,7 @@ from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
 from agd_ray.sweep.grid import expand
+from agd_ray.sweep.repair import restore_lost_checkpoints
 from agd_ray.sweep.scheduler import GroupedSHA, make_scheduler
 from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
@@ -221,6 +222,7 @@ def _run(
     if not verbose:
         _quiet_tune()
     if resume and tune.Tuner.can_restore(experiment):
+        restore_lost_checkpoints(experiment)  # a kill between Tune's deletion and save
         tuner = tune.Tuner.restore(
             experiment, trainable, resume_unfinished=True, restart_errored=True
         )
