@@ -110,7 +110,8 @@ def agd_vs_baselines(r) -> None:
             f"Each point is one architecture, named by its swept keys{_letters(archs)}; a "
             "name away from its point is joined to it by a thin line"
             if labelled
-            else f"Each point is one architecture (not named: {len(archs)} of them)"
+            else "Each point is one architecture"
+            + (f" (not named: {len(archs)} of them)" if len(archs) > 12 else "")
         )
         + ": AGD's test metric against the tuned baseline's, the baseline's learning rate "
         "chosen on the validation split; means over seeds with standard deviations. With "
