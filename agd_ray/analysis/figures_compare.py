@@ -21,20 +21,25 @@ from agd_ray.analysis.plotting import (
 SHORT = {"depth": "d", "width": "w", "batch_size": "b"}  # a point's name: d4 w256 b64
 
 
+def _keys(arch: str) -> list[tuple[str, str]]:
+    """``model.depth=4;model.arch="resnet"`` -> [("depth", "4"), ("arch", "resnet")]
+    (values as JSON text, unquoted; none for a study that sweeps no key)."""
+    items = (item.partition("=") for item in filter(None, arch.split(";")))
+    return [(key.rsplit(".", 1)[-1], value.strip('"')) for key, _, value in items]
+
+
 def initials(arch: str) -> str:
     """``model.depth=4;model.width=256;model.bias=true`` -> ``d4 w256 bias=true``: the
     numeric keys a study sweeps most by a letter, any other by its name."""
-    parts = []
-    for item in filter(None, arch.split(";")):  # "" for a study that sweeps no key
-        key, _, value = item.partition("=")
-        name, value = key.rsplit(".", 1)[-1], value.strip('"')  # JSON text: "resnet"
-        parts.append(f"{SHORT[name]}{value}" if name in SHORT else f"{name}={value}")
-    return " ".join(parts)
+    return " ".join(
+        f"{SHORT[name]}{value}" if name in SHORT else f"{name}={value}"
+        for name, value in _keys(arch)
+    )
 
 
 def _letters(archs) -> str:
     """What the letters in the points' names stand for, e.g. "d depth, w width"."""
-    names = {item.partition("=")[0].rsplit(".", 1)[-1] for a in archs for item in a.split(";")}
+    names = {name for a in archs for name, _ in _keys(a)}
     used = [f"{letter} {name.replace('_', ' ')}" for name, letter in SHORT.items() if name in names]
     return f" ({', '.join(used)})" if used else ""
 

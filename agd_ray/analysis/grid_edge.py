@@ -86,16 +86,20 @@ def edge_counts(chosen: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def edge_text(counts: dict[str, int], groups: int) -> str:
-    """The headline's clause for a baseline chosen at its grid's edge ("" if never)."""
-    if not counts:
-        return ""
-    where = ", ".join(
+def edge_where(counts: dict[str, int]) -> str:
+    """Which edges, how often: "lr highest in 2, lam lowest in 1"."""
+    return ", ".join(
         f"{edge.replace('=', ' ')} in {n}"
         for edge, n in sorted(counts.items())
         if edge != "settings"
     )
+
+
+def edge_text(counts: dict[str, int], groups: int) -> str:
+    """The headline's clause for a baseline chosen at its grid's edge ("" if never)."""
+    if not counts:
+        return ""
     return (
-        f"; chosen at its grid's edge in {counts['settings']} of {groups} settings ({where}): "
-        "the grid may not hold the baseline's best"
+        f"; chosen at its grid's edge in {counts['settings']} of {groups} settings "
+        f"({edge_where(counts)}): the grid may not hold the baseline's best"
     )

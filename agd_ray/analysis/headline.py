@@ -9,6 +9,11 @@ from agd_ray.analysis.fits import MIN_SEEDS
 from agd_ray.analysis.grid_edge import edge_text
 
 
+def each_seed(c: dict) -> str:
+    """Each seed's own multiplier, in order: "0.59, never"."""
+    return ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
+
+
 def spread(c: dict) -> str:
     """How sure the compute multiplier ``c`` (``compare.compute_multiplier``) is: its
     95 % interval over seeds, or each seed's own value and why there is no interval."""
@@ -17,13 +22,12 @@ def spread(c: dict) -> str:
         upper = "never" if hi == math.inf else f"{hi:.2g}"
         return f" (95 % CI over {c['n_seeds']} seeds {lo:.2g} to {upper})"
     if c.get("per_seed"):
-        each = ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
         why = (
             f"{c['n_seeds']} seeds are too few for an interval, {MIN_SEEDS} or more give a 95 % one"
             if c["n_seeds"] < MIN_SEEDS
             else "no interval: no resample of the seeds reaches it"
         )
-        return f" (on the curves averaged over seeds; each seed alone: {each}; {why})"
+        return f" (on the curves averaged over seeds; each seed alone: {each_seed(c)}; {why})"
     if c.get("n_seeds") == 1:
         return f" (one seed: no interval; {MIN_SEEDS} or more seeds give a 95 % one)"
     return ""

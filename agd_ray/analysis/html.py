@@ -9,7 +9,8 @@ import html
 import json
 import math
 
-from agd_ray.analysis.headline import headline_text
+from agd_ray.analysis.grid_edge import edge_where
+from agd_ray.analysis.headline import each_seed, headline_text
 from agd_ray.sweep.summary import format_summary, summary_from_trials
 
 STYLE = (
@@ -38,11 +39,10 @@ def _ci(value, interval) -> str:
 
 
 def _edges(counts: dict[str, int], groups: int) -> str:
-    """The table's "chosen at grid edge" cell: "2 of 12 (lr=highest in 2)"."""
+    """The table's "chosen at grid edge" cell: "2 of 12 (lr highest in 2)"."""
     if not counts:
         return "-"
-    where = ", ".join(f"{e} in {n}" for e, n in sorted(counts.items()) if e != "settings")
-    return f"{counts['settings']} of {groups} ({where})"
+    return f"{counts['settings']} of {groups} ({edge_where(counts)})"
 
 
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
@@ -83,8 +83,7 @@ def headline_section(report) -> list[str]:
             else _ci(c["multiplier"], c["multiplier_ci"])
         )
         if c["multiplier"] is not None and c.get("per_seed") and not c["multiplier_ci"]:
-            each = ", ".join("never" if m is None else _num(m, 2) for m in c["per_seed"].values())
-            mult += f" (each seed alone: {each})"
+            mult += f" (each seed alone: {each_seed(c)})"
 
         rows.append(
             [
