@@ -35,10 +35,12 @@ def adam_losses(width: int, depth: int, seed: int, lr: float) -> tuple[float, fl
     return val, test
 
 
-def synthetic_sweep(out_dir, grid: str, baselines: bool = True, seeds: str = "[0, 1]"):
-    sets = ["name=syn", grid, f"sweep.seeds={seeds}"]
+def synthetic_sweep(
+    out_dir, *grid: str, baselines: bool = True, seeds: str = "[0, 1]", lrs: list = LRS
+):
+    sets = ["name=syn", *grid, f"sweep.seeds={seeds}"]
     if baselines:
-        sets.append(f"sweep.baselines=[{{name: adam, lr: {LRS}}}]")
+        sets.append(f"sweep.baselines=[{{name: adam, lr: {lrs}}}]")
     cfg = load_config(None, sets)
     entries = []
     for spec in expand(cfg):

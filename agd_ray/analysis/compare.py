@@ -33,6 +33,19 @@ def arch_of(group: str) -> str:
     return ";".join(item for item in group.split(";") if not item.startswith("seed="))
 
 
+def chosen(best: pd.DataFrame, optimizer: str) -> str:
+    """How ``optimizer``'s points in ``best`` were chosen, for a legend or a title:
+    "untuned" (AGD), "best of grid by val loss" or "one run" (a baseline without a
+    grid, e.g. Prodigy at its default)."""
+    if optimizer == AGD:
+        return "untuned"
+    rows = best[best["optimizer.name"] == optimizer]
+    if "runs" in rows and not rows.empty and rows["runs"].max() <= 1:
+        return "one run"
+    by = rows["selected_by"].iloc[0] if "selected_by" in rows and not rows.empty else SELECT_BY
+    return f"best of grid by {str(by).replace('_', ' ')}"
+
+
 def best_of_grid(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per (tuning group, optimizer): the chosen run (lowest validation loss;
     AGD's only run) with its test metrics, and what the whole grid consumed."""

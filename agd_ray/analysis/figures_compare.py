@@ -5,9 +5,10 @@ width (the muP paper's figure 1), and AGD's eta over training."""
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from agd_ray.analysis.compare import AGD, arch_of, frontier
+from agd_ray.analysis.compare import AGD, arch_of, chosen, frontier
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.plotting import (
     colour,
@@ -76,7 +77,7 @@ def agd_vs_baselines(r) -> None:
                 ms=4,
                 color=colour(i + 1),
                 capsize=2,
-                label=f"{baseline} (best of grid by val loss)",
+                label=f"{baseline} ({chosen(r.best, baseline)})",
             )
             for cx, cy, ex, ey in zip(x, y, x_err, y_err, strict=True):
                 drawn += [(cx - ex, cy, cx + ex, cy), (cx, cy - ey, cx, cy + ey)]
@@ -135,7 +136,7 @@ def compute_frontier(r) -> None:
         mean = points.groupby(["arch", "epoch"])[["compute", "loss"]].mean()
         ax.scatter(mean["compute"], mean["loss"], s=5, color=colour(i), alpha=0.25)
         c, loss = frontier(points)
-        grid = "" if optimizer == AGD else " (whole grid's compute)"
+        grid = " (whole grid's compute)" if chosen(r.best, optimizer).startswith("best") else ""
         ax.step(c, loss, where="post", color=colour(i), lw=1.8, label=f"{optimizer}{grid}")
     agd_c, agd_l = frontier(r.points[r.points["optimizer.name"] == AGD])
     if len(agd_l):
@@ -163,6 +164,25 @@ def compute_frontier(r) -> None:
     )
 
 
+def width_legend(fig, baseline: str, widths: list) -> None:
+    """One legend for every panel, under them: a colour per width (the baseline's
+    curve) and what a star is (AGD's untuned run at the width of its colour)."""
+    handles = [
+        Line2D([], [], color=colour(i), marker="o", ms=4, lw=1.2, label=f"{baseline}, width {w}")
+        for i, w in enumerate(widths)
+        if w is not None
+    ]
+    star = "AGD, untuned" + (" (at the width of its colour)" if handles else "")
+    handles.append(Line2D([], [], color="grey", marker="*", ms=11, ls="none", label=star))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+        frameon=False,
+    )
+
+
 def lr_transfer(r) -> None:
     for baseline, entries in r.fits.get("lr_transfer", {}).items():
         grid = r.trials[r.trials["optimizer.name"] == baseline]
@@ -179,9 +199,12 @@ def lr_transfer(r) -> None:
         agd = r.best[r.best["optimizer.name"] == AGD]
         lrs = sorted(runs["optimizer.lr"].unique())
         agd_x = lrs[-1] * 3
+        # one colour per width in every panel, even where a panel lacks a width
+        all_widths = sorted(runs["model.width"].unique()) if "model.width" in runs else [None]
         for ax, (name, fixed, part), entry in zip(axes.flat, settings, entries, strict=False):
             widths = sorted(part["model.width"].unique()) if "model.width" in part else [None]
-            for i, w in enumerate(widths):
+            for w in widths:
+                i = all_widths.index(w)
                 rows = part if w is None else part[part["model.width"] == w]
                 stats = rows.groupby("optimizer.lr")[metric].agg(["mean", "std"])
                 ax.errorbar(
@@ -193,7 +216,6 @@ def lr_transfer(r) -> None:
                     lw=1.2,
                     capsize=2,
                     color=colour(i),
-                    label=f"width {w}",
                 )
                 mine = agd
                 for k, v in {**fixed, **({"model.width": w} if w is not None else {})}.items():
@@ -221,7 +243,7 @@ def lr_transfer(r) -> None:
             log_ticks(ax.yaxis)
             ax.set_xlabel("learning rate")
             ax.set_ylabel(f"final {metric.replace('_', ' ')}")
-            ax.legend(fontsize=6)
+        width_legend(fig, baseline, all_widths)
         r.save(
             fig,
             f"lr_transfer_{baseline}.png",

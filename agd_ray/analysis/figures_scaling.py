@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-from agd_ray.analysis.compare import AGD, swept_keys
+from agd_ray.analysis.compare import AGD, chosen, swept_keys
 from agd_ray.analysis.fits import critical_batch, fit_power_law
 from agd_ray.analysis.plotting import colour, errorbar, legend_below, log_ticks, plt, ticks_at
 
@@ -97,8 +97,7 @@ def scaling(r, axis: str) -> None:
         log_ticks(ax.yaxis)
         ax.set_xlabel(label)
         ax.set_ylabel("final test loss")
-        tuned = "untuned" if optimizer == AGD else "best of grid by val loss"
-        ax.set_title(f"{optimizer} ({tuned})", fontsize=10)
+        ax.set_title(f"{optimizer} ({chosen(r.best, optimizer)})", fontsize=10)
         legend_below(ax)
     r.fits[f"test_loss_vs_{axis}"] = fits
     fixed = ", ".join(k.rsplit(".", 1)[-1] for k in keys) or "nothing else"

@@ -46,8 +46,16 @@ def compact(value: float) -> str:
 
 
 def _fixed(axis, ticks) -> None:
-    axis.set_major_locator(mticker.FixedLocator(list(ticks)))
-    axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: compact(v)))
+    """Ticks at ``ticks``, labelled ``compact``ly, or with more digits where two
+    compact labels would read the same (1.0012 and 1.0014 are not both "1")."""
+    ticks = list(ticks)
+    axis.set_major_locator(mticker.FixedLocator(ticks))
+    labels = [compact(t) for t in ticks]
+    digits = 4
+    while len(set(labels)) < len(labels) and digits <= 12:
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        digits += 1
+    axis.set_major_formatter(mticker.FixedFormatter(labels))
     axis.set_minor_formatter(mticker.NullFormatter())
 
 
@@ -77,7 +85,8 @@ def legend_below(ax, **kwargs) -> None:
 
 def log_ticks(axis) -> None:
     """Numeric labels on a continuous log axis of any span: 1-2-5 steps per decade,
-    else every integer multiple, else four values spread over the view (< 2x span)."""
+    else every integer multiple, else (a span under about 2x, where a log axis is
+    nearly linear) evenly spaced round values: 0.58, 0.6, 0.62, 0.64."""
     lo, hi = sorted(axis.get_view_interval())
     if not (lo > 0 and math.isfinite(hi)):
         return
@@ -86,8 +95,12 @@ def log_ticks(axis) -> None:
         ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
         if 3 <= len(ticks) <= 12:
             return _fixed(axis, ticks)
-    spread = np.geomspace(lo, hi, 6)[1:-1]
-    _fixed(axis, [float(f"{t:.2g}") for t in spread])
+    for bins in (5, 8, 12):  # at least three labels where the view allows
+        steps = mticker.MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [float(f"{t:.6g}") for t in steps if lo <= t <= hi]
+        if len(ticks) >= 3:
+            break
+    _fixed(axis, ticks)
 
 
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?[kMGT]?%?$")

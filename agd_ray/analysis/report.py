@@ -77,6 +77,10 @@ class Report:
     def save(self, fig, name: str, caption: str) -> None:
         """Save a figure, after asking matplotlib whether every axis has numbers."""
         fig.tight_layout()
+        if fig.legends:  # a figure's own legend sits under its panels: room for it there
+            fig.canvas.draw()
+            height = max(leg.get_window_extent().height for leg in fig.legends)
+            fig.tight_layout(rect=(0, height / fig.bbox.height + 0.01, 1, 1))
         problems = tick_problems(fig)
         if problems:
             log.warning("%s: axes without numeric tick labels: %s", name, problems)

@@ -1,0 +1,107 @@
+"""What a reader needs from a figure's text: a baseline without a grid is not called
+a best of grid; the learning-rate transfer figure gives every width one colour in
+every panel and one legend that says what a star is; a narrow log axis gets round,
+evenly spaced, distinct tick labels."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agd_ray.analysis import compare, figures_compare
+from agd_ray.analysis.plotting import colour, log_ticks, plt
+from agd_ray.analysis.report import Report
+from tests.test_report import synthetic_sweep
+
+
+class Capture(Report):
+    """A Report that keeps each figure's legend texts and panels before saving."""
+
+    def save(self, fig, name, caption):
+        fig.canvas.draw()
+        legends = [leg for ax in fig.axes if (leg := ax.get_legend())] + list(fig.legends)
+        self.seen = getattr(self, "seen", {})
+        self.seen[name] = {
+            "legend": [t.get_text() for leg in legends for t in leg.get_texts()],
+            "titles": [ax.get_title() for ax in fig.axes if ax.get_visible()],
+            "axes": [ax for ax in fig.axes if ax.get_visible()],
+        }
+        super().save(fig, name, caption)
+
+
+def test_chosen_says_untuned_best_of_grid_or_one_run():
+    best = pd.DataFrame(
+        {
+            "optimizer.name": ["agd", "adam", "adam", "prodigy"],
+            "runs": [1, 3, 3, 1],
+            "selected_by": ["val_loss"] * 4,
+        }
+    )
+    assert compare.chosen(best, "agd") == "untuned"
+    assert compare.chosen(best, "adam") == "best of grid by val loss"
+    assert compare.chosen(best, "prodigy") == "one run"
+
+
+def test_a_baseline_with_one_run_is_not_called_a_best_of_grid(tmp_path):
+    out = tmp_path / "syn"
+    synthetic_sweep(out, "sweep.grid.model.width=[16, 64, 256, 1024]", lrs=[1e-2])
+    report = Capture(out)
+    report.build()
+    legend = report.seen["agd_vs_baselines.png"]["legend"]
+    assert "adam (one run)" in legend and not any("best of grid" in t for t in legend)
+    assert "adam (one run)" in report.seen["scaling_width.png"]["titles"]
+    frontier = report.seen["compute_frontier.png"]["legend"]
+    assert "adam" in frontier and not any("whole grid" in t for t in frontier)
+
+
+def test_lr_transfer_keeps_each_widths_colour_and_explains_the_star(tmp_path):
+    out = tmp_path / "syn"
+    synthetic_sweep(out, "sweep.grid.model.width=[64, 256]", "sweep.grid.model.depth=[2, 4]")
+    report = Capture(out)
+    # depth 2 lost its width-64 baseline runs: its one curve is still width 256's colour
+    trials = report.trials
+    gone = (trials["optimizer.name"] == "adam") & (trials["model.depth"] == 2)
+    report.trials = trials[~(gone & (trials["model.width"] == 64))]
+    report.fits["lr_transfer"] = {"adam": compare.lr_transfer(report.trials, "adam")}
+    report.out.mkdir(parents=True, exist_ok=True)
+    figures_compare.lr_transfer(report)
+    seen = report.seen["lr_transfer_adam.png"]
+    assert seen["legend"] == [
+        "adam, width 64",
+        "adam, width 256",
+        "AGD, untuned (at the width of its colour)",
+    ]
+    for ax, title in zip(seen["axes"], seen["titles"], strict=True):
+        curves = [c.lines[0] for c in ax.containers if len(c.lines[0].get_xdata()) > 1]
+        colours = [c.get_color() for c in curves]
+        expected = [colour(1)] if "depth=2" in title else [colour(0), colour(1)]
+        assert colours == expected, title
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [(0.57, 0.65, ["0.58", "0.6", "0.62", "0.64"]), (0.69, 0.82, ["0.7", "0.75", "0.8"])],
+)
+def test_a_narrow_log_axis_has_round_evenly_spaced_ticks(lo, hi, expected):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [lo, hi])
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if lo <= t <= hi]
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels == expected
+    assert np.allclose(np.diff(ticks), np.diff(ticks)[0])
+    plt.close(fig)
+
+
+def test_tick_labels_stay_distinct_on_a_very_narrow_span():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1.0011, 1.0016])
+    ax.set_yscale("log")
+    ax.set_ylim(1.0011, 1.0016)
+    log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+    plt.close(fig)
