@@ -162,6 +162,74 @@ def test_progress_lines_name_running_trials_with_an_eta():
     assert printed[-1] == "[2/2] p-001-adam ..."  # nothing running: no progress line
 
 
+def test_eta_weighs_each_epoch_by_what_its_kind_of_trial_costs():
+    """A narrow trial (1 s an epoch) then a wide one (10 s): once the wide one has
+    reported an epoch, the ETA counts its nine epochs left at 10 s each, not 1 s."""
+    printed, clock = [], Clock()
+    cfg = load_config(None, ["name=p", "train.epochs=10", "sweep.grid={model.width: [64, 1024]}"])
+    narrow, wide = expand(cfg)
+    p = SweepProgress([narrow, wide], [narrow, wide], printed.append, every_s=1, clock=clock)
+    p.start()
+    p.started(narrow.trial_id)
+    clock.now += 5
+    p.result(narrow.trial_id, {"epoch": 4, "wall_s": 5.0})
+    p.tick()  # 5 of 20 equal epochs done in 5 s: 15 s to go
+    assert ", eta 15s |" in printed[-1]
+    clock.now += 5
+    history = [{"epoch": e, "wall_s": e + 1.0, "test_acc": 0.5} for e in range(10)]
+    outcome = TrialOutcome(narrow.trial_id, "completed", history, params=1)
+    p.finished(narrow.trial_id, "[1/2] narrow", outcome)
+    p.started(wide.trial_id)
+    clock.now += 10
+    p.result(wide.trial_id, {"epoch": 0, "wall_s": 10.0})
+    p.tick()  # 10 x 1 s + 1 x 10 s done in 20 s; 9 x 10 s left: 90 s
+    assert ", 20s elapsed, eta 1m30s |" in printed[-1]
+
+
+def test_eta_shares_the_work_left_over_the_trials_at_once_with_their_fixed_cost():
+    """Six alike trials, two at once, each 1 s of set-up then 10 epochs of 1 s, after
+    5 s of Tune's own start: when the third and fourth are half done, 16 s are left
+    (5 s for them, then 11 s for the last two)."""
+    printed, clock = [], Clock()
+    s = specs(n_adam=5)
+    p = SweepProgress(s, s, printed.append, every_s=1, clock=clock)
+    p.start()
+    clock.now += 5
+    first, second, third, fourth = (spec.trial_id for spec in s[:4])
+    p.started(first)
+    p.started(second)
+    clock.now += 11
+    for trial_id in (first, second):
+        history = [{"epoch": e, "wall_s": e + 1.0, "test_acc": 0.5} for e in range(10)]
+        outcome = TrialOutcome(trial_id, "completed", history, params=1)
+        p.finished(trial_id, f"{trial_id} done", outcome)
+    p.started(third)
+    p.started(fourth)
+    clock.now += 6
+    p.result(third, {"epoch": 4, "wall_s": 5.0})
+    p.result(fourth, {"epoch": 4, "wall_s": 5.0})
+    p.tick()
+    assert ", 22s elapsed, eta 16s |" in printed[-1]
+
+
+def test_an_unmeasured_kind_is_costed_from_how_optimizers_compare_elsewhere():
+    cfg = load_config(
+        None,
+        [
+            "name=p",
+            "sweep.grid={model.width: [64, 1024]}",
+            "sweep.baselines=[{name: adam, lr: [0.001]}]",
+        ],
+    )
+    agd64, adam64, agd1024, adam1024 = expand(cfg)
+    p = SweepProgress([], [agd64, adam64, agd1024, adam1024], lambda line: None, every_s=1)
+    assert p.epoch_s(adam1024.trial_id) == 1.0  # nothing measured yet
+    p.result(agd64.trial_id, {"epoch": 0, "wall_s": 1.0})
+    p.result(adam64.trial_id, {"epoch": 1, "wall_s": 4.0})  # adam: 2x agd at width 64
+    p.result(agd1024.trial_id, {"epoch": 0, "wall_s": 10.0})
+    assert p.epoch_s(adam1024.trial_id) == pytest.approx(20.0)
+
+
 def test_progress_counts_trials_done_before_a_resume_and_caps_the_names():
     printed, clock = [], Clock()
     s = specs(n_adam=6)

@@ -74,7 +74,7 @@ def sweep_callback(
             spec = next(s for s in specs if s.trial_id == trial_id)
             done = sum(1 for o in outcomes.values() if o.status in DONE)
             line = f"[{done}/{len(specs)}] " + format_trial(spec, outcomes.get(trial_id))
-            self.progress.finished(trial_id, line)
+            self.progress.finished(trial_id, line, outcomes.get(trial_id))
 
     return SweepCallback()
 

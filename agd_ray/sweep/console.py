@@ -9,6 +9,7 @@ logs) printed every ``AGD_RAY_PROGRESS_S`` seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -35,7 +36,10 @@ class SweepProgress:
     A progress line names the running trials with their last reported epoch and
     metrics (in-process trials report at their checkpoints, at most every
     ``train.checkpoint_min_s``; multi-worker trials every epoch), the trials done
-    and an ETA (elapsed time scaled by the epochs left). On a terminal (``live``)
+    and an ETA (``eta_s``): the epochs left, each at the seconds measured for its
+    kind of trial (``epoch_s``), so that the wide or slow trials still to come count
+    for what they cost, shared over the trials that run at once. On a terminal
+    (``live``)
     it is one status line rewritten in place, cleared before other lines print;
     elsewhere (pipes, job logs) it is printed every ``every_s`` seconds
     (``AGD_RAY_PROGRESS_S``, default 30)."""
@@ -55,7 +59,11 @@ class SweepProgress:
         self.total = len(specs)
         self.ended = len(specs) - len(todo)  # trials done before a --resume
         self.epochs = {s.trial_id: s.config.train.epochs for s in todo}
-        self.done_epochs = 0  # of trials that ended in this run
+        self.done_epochs: dict[str, int] = {}  # trial -> epochs, of trials ended in this run
+        self.kind = {s.trial_id: cost_kind(s) for s in todo}
+        self.seconds: dict[tuple[str, str], float] = {}  # kind -> measured s per epoch
+        self.first_start: float | None = None  # when the first trial started
+        self.peak = 0  # the most trials seen running at once
         self.running: dict[str, dict[str, Any]] = {}  # trial id -> last result
         self.paused: set[str] = set()  # waiting at a rung for the rest of their grid
         if live is None:
@@ -74,16 +82,27 @@ class SweepProgress:
 
     def started(self, trial_id: str) -> None:
         self.running.setdefault(trial_id, {})
+        if self.first_start is None:
+            self.first_start = self.clock()
+        self.peak = max(self.peak, len(set(self.running) - self.paused))
 
     def result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "epoch" in result:
             self.running[trial_id] = result
+            self._measured(trial_id, result.get("wall_s"), result["epoch"] + 1)
+
+    def _measured(self, trial_id: str, wall_s, epochs: int) -> None:
+        """A trial's own seconds per epoch so far: its kind's cost."""
+        if trial_id in self.kind and isinstance(wall_s, int | float) and wall_s > 0:
+            self.seconds[self.kind[trial_id]] = wall_s / max(epochs, 1)
 
     def waiting(self, trial_ids: set[str]) -> None:
         """The trials paused now (successive halving's rungs): not shown as running."""
         self.paused = set(trial_ids)
 
-    def finished(self, trial_id: str, line: str) -> None:
+    def finished(self, trial_id: str, line: str, outcome: TrialOutcome | None = None) -> None:
+        if outcome is not None and outcome.history:
+            self._measured(trial_id, outcome.history[-1].get("wall_s"), len(outcome.history))
         self.running.pop(trial_id, None)
         self.paused.discard(trial_id)
         if trial_id not in self.epochs:  # done before a --resume: Tune's older state
@@ -92,7 +111,8 @@ class SweepProgress:
             self._print(f"{line}  (finished before this --resume)")
             return
         self.ended += 1
-        self.done_epochs += self.epochs.pop(trial_id)
+        planned = self.epochs.pop(trial_id)  # a stopped or diverged trial ran fewer
+        self.done_epochs[trial_id] = len(outcome.history) if outcome is not None else planned
         self._print(line)
 
     def tick(self) -> None:
@@ -104,13 +124,48 @@ class SweepProgress:
     def stop(self) -> None:
         self._clear()
 
+    def epoch_s(self, trial_id: str) -> float:
+        """What an epoch of this trial weighs: the seconds measured for its kind (same
+        optimizer and architecture); else another optimizer's on its architecture,
+        times how the two optimizers' costs compare where both were measured; else
+        the mean over its architecture's kinds, else over every kind (1 before any)."""
+        kind = self.kind.get(trial_id)
+        if kind in self.seconds:
+            return self.seconds[kind]
+        optimizer, arch = kind or (None, None)
+        here = {o: v for (o, a), v in self.seconds.items() if a == arch}
+        scaled = []
+        for other, seconds in here.items():
+            ratios = [  # this optimizer's cost over the other's, architecture by architecture
+                self.seconds[(optimizer, a)] / v
+                for (o, a), v in self.seconds.items()
+                if o == other and (optimizer, a) in self.seconds
+            ]
+            if ratios:
+                scaled.append(seconds * sum(ratios) / len(ratios))
+        known = scaled or list(here.values()) or list(self.seconds.values())
+        return sum(known) / len(known) if known else 1.0
+
     def eta_s(self, now: float) -> float | None:
-        """Elapsed time x epochs left / epochs done (None before any epoch)."""
-        total = self.done_epochs + sum(self.epochs.values())
-        done = self.done_epochs + sum(r["epoch"] + 1 for r in self.running.values() if r)
+        """The seconds left: each unfinished trial's epochs left at ``epoch_s`` each,
+        shared over the trials that run at once, plus each trial still to start's
+        fixed cost (imports, data, model: the time since the first trial started,
+        times the trials at once, less the epochs' seconds, per trial started); at
+        least the longest running trial's own rest. Before any epoch time is
+        measured: elapsed time x epochs left / epochs done. None before any epoch."""
+        ran = {t: r["epoch"] + 1 for t, r in self.running.items() if r and t in self.epochs}
+        done = sum(self.epoch_s(t) * n for t, n in (*self.done_epochs.items(), *ran.items()))
+        rest = {t: self.epoch_s(t) * max(n - ran.get(t, 0), 0) for t, n in self.epochs.items()}
         if done <= 0:
             return None
-        return (now - self.t0) * max(total - done, 0) / done
+        if not self.seconds:
+            return (now - self.t0) * sum(rest.values()) / done
+        at_once = max(self.peak, 1)
+        started = len(self.done_epochs) + len(self.running)
+        fixed = max((now - (self.first_start or self.t0)) * at_once - done, 0) / max(started, 1)
+        waiting = len([t for t in self.epochs if t not in self.running])
+        longest = max((rest[t] for t in self.running if t in rest), default=0.0)
+        return max((sum(rest.values()) + fixed * waiting) / at_once, longest)
 
     def line(self, now: float) -> str:
         running = {t: r for t, r in self.running.items() if t not in self.paused}
@@ -153,6 +208,14 @@ class SweepProgress:
             sys.stdout.write("\r\033[K")
             sys.stdout.flush()
             self.shown = False
+
+
+def cost_kind(spec: TrialSpec) -> tuple[str, str]:
+    """(optimizer, architecture): trials of one kind cost alike per epoch, whatever
+    their seed or learning rate (the architecture: every swept key but the
+    optimizer's, batch size included)."""
+    arch = {k: v for k, v in spec.columns.items() if not k.startswith("optimizer.")}
+    return spec.optimizer, json.dumps(arch, sort_keys=True, default=str)
 
 
 def format_trial(spec: TrialSpec, outcome: TrialOutcome | None) -> str:
