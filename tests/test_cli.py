@@ -139,3 +139,22 @@ def test_bad_input_exits_2_with_one_line(args, expected):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_failed_report_says_so_in_one_line_and_keeps_the_results(monkeypatch, capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from agd_ray import cli
+    from agd_ray.analysis import report
+
+    def broken(*args, **kwargs):
+        raise TypeError("unhashable type: 'numpy.ndarray'")
+
+    published = []
+    monkeypatch.setattr(report, "make_report", broken)
+    result = SimpleNamespace(out_dir=tmp_path, paths=SimpleNamespace(publish=published.append))
+    assert cli._report(result, SimpleNamespace(wandb=None), debug=False) is False
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: the report failed (TypeError: unhashable type")
+    assert f"agd-ray report {tmp_path}" in err and published == []

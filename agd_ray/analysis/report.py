@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
@@ -36,14 +37,28 @@ def load_sweep(sweep_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in ("trials.parquet", "epochs.parquet"):
         if not (sweep_dir / name).is_file():
             raise ConfigError(str(sweep_dir), f"no {name} here (is it a sweep's output folder?)")
-    trials = pq.read_table(sweep_dir / "trials.parquet").to_pandas()
-    epochs = pq.read_table(sweep_dir / "epochs.parquet").to_pandas()
+    trials = _readable(pq.read_table(sweep_dir / "trials.parquet"))
+    epochs = _readable(pq.read_table(sweep_dir / "epochs.parquet"))
     for frame in (trials, epochs):  # sweeps from before the validation split
         for column in ("val_loss", "val_acc"):
             if column not in frame:
                 frame[column] = np.nan
     trials["compute"] = 6.0 * trials["params"].astype(float) * trials["samples"].astype(float)
     return trials, epochs
+
+
+def _readable(table) -> pd.DataFrame:
+    """``table`` as a DataFrame whose list-valued columns (a swept
+    ``train.batch_schedule``) hold their values as the JSON text the trials' groups
+    use (``[[0,64],[10,320]]``, ``null``): values that can be grouped, compared and
+    printed."""
+    frame = table.to_pandas()
+    for field in table.schema:
+        if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
+            frame[field.name] = [
+                json.dumps(v, separators=(",", ":")) for v in table.column(field.name).to_pylist()
+            ]
+    return frame
 
 
 def _json_ready(value):
@@ -121,8 +136,6 @@ class Report:
 
 
 def _arrow(frame: pd.DataFrame):
-    import pyarrow as pa
-
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
