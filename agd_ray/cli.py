@@ -62,7 +62,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(format_summary(result.summary))
     reported = True
     if cfg.sweep.report and result.outcomes:
-        reported = _report(result, cfg, args.debug)
+        from agd_ray.analysis.report import report_after_sweep
+
+        reported = report_after_sweep(result, cfg.wandb, args.debug)
     counts, early = result.counts, cfg.sweep.scheduler.upper()
     print(
         f"{counts['completed']} completed, {counts['diverged']} diverged, "
@@ -70,26 +72,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + f"{counts['failed'] + counts['unfinished']} failed or unfinished -> {result.paths.home}"
     )
     return 0 if result.ok and reported else 1
-
-
-def _report(result, cfg, debug: bool) -> bool:
-    """The sweep's report; if it fails, one line says so (with ``--debug``, the
-    traceback) and the sweep's results, written already, stay as they are."""
-    from agd_ray.analysis.report import make_report
-
-    try:
-        make_report(result.out_dir, wandb_cfg=cfg.wandb)
-    except Exception as err:
-        if debug:
-            traceback.print_exc()
-        print(
-            f"error: the report failed ({type(err).__name__}: {err}); the results are in "
-            f"{result.out_dir}: `agd-ray report {result.out_dir}` makes it again",
-            file=sys.stderr,
-        )
-        return False
-    result.paths.publish("report")
-    return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,3 +26,31 @@ def test_the_report_of_a_batch_ramp_study_builds(tmp_path):
     assert set(best["train.batch_schedule"]) == {"null", "[[0,64],[2,256]]"}
     assert (report.out / "lr_transfer_adam.png").is_file()
     assert report.tick_problems == []
+
+
+def test_schedules_have_readable_names():
+    from agd_ray.analysis.figures_compare import initials
+    from agd_ray.analysis.figures_schedule import schedule_name, schedule_short
+
+    assert schedule_name("null", 64) == "constant batch 64"
+    assert schedule_name("[[0,64],[10,320],[20,1600]]") == "batch 64→320→1600 (epochs 0, 10, 20)"
+    assert initials("model.width=64;train.batch_schedule=[[0,64],[2,256]]") == "w64 ramp 64→256"
+    assert schedule_short("null") == "constant batch"
+
+
+def test_a_batch_ramp_study_gets_its_curves_by_samples_and_by_steps(tmp_path):
+    out = tmp_path / "syn"
+    synthetic_sweep(out, RAMPS, "sweep.grid.model.width=[64, 256]")
+    report = Report(out)
+    report.build()
+    assert (report.out / "batch_schedule.png").is_file()
+    caption = dict(report.figures)["batch_schedule.png"]
+    assert "samples seen" in caption and "steps taken" in caption
+    summary = report.fits["batch_schedule"]
+    assert set(summary) == {"width=64", "width=256"}  # one entry per width
+    for per_optimizer in summary.values():
+        assert set(per_optimizer) == {"agd", "adam"}
+        for per_schedule in per_optimizer.values():
+            assert set(per_schedule) == {"null", "[[0,64],[2,256]]"}
+            for entry in per_schedule.values():
+                assert entry["seeds"] == 2 and entry["steps"] > 0

@@ -144,7 +144,6 @@ def test_bad_input_exits_2_with_one_line(args, expected):
 def test_a_failed_report_says_so_in_one_line_and_keeps_the_results(monkeypatch, capsys, tmp_path):
     from types import SimpleNamespace
 
-    from agd_ray import cli
     from agd_ray.analysis import report
 
     def broken(*args, **kwargs):
@@ -153,7 +152,7 @@ def test_a_failed_report_says_so_in_one_line_and_keeps_the_results(monkeypatch, 
     published = []
     monkeypatch.setattr(report, "make_report", broken)
     result = SimpleNamespace(out_dir=tmp_path, paths=SimpleNamespace(publish=published.append))
-    assert cli._report(result, SimpleNamespace(wandb=None), debug=False) is False
+    assert report.report_after_sweep(result) is False
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: the report failed (TypeError: unhashable type")

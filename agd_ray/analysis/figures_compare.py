@@ -10,6 +10,7 @@ from matplotlib.ticker import MaxNLocator
 
 from agd_ray.analysis.compare import AGD, arch_of, chosen, frontier
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
+from agd_ray.analysis.figures_schedule import schedule_short
 from agd_ray.analysis.plotting import (
     colour,
     label_points,
@@ -33,7 +34,11 @@ def initials(arch: str) -> str:
     """``model.depth=4;model.width=256;model.bias=true`` -> ``d4 w256 bias=true``: the
     numeric keys a study sweeps most by a letter, any other by its name."""
     return " ".join(
-        f"{SHORT[name]}{value}" if name in SHORT else f"{name}={value}"
+        f"{SHORT[name]}{value}"
+        if name in SHORT
+        else schedule_short(value)
+        if name == "batch_schedule"
+        else f"{name}={value}"
         for name, value in _keys(arch)
     )
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from agd_ray.analysis import compare, figures_compare, figures_scaling
+from agd_ray.analysis import compare, figures_compare, figures_scaling, figures_schedule
 from agd_ray.analysis.grid_edge import grid_edges
 from agd_ray.analysis.headline import headline_text
 from agd_ray.analysis.html import render
@@ -124,6 +126,7 @@ class Report:
         figures_scaling.heatmaps(self)
         figures_scaling.batch_size_study(self)
         figures_compare.eta(self)
+        figures_schedule.batch_schedules(self)
         if not self.best.empty:
             write_atomic(
                 _arrow(self.best.drop(columns=["compute"], errors="ignore")),
@@ -169,3 +172,22 @@ def make_report(
         except Exception as err:  # the local report stands on its own
             echo(f"W&B report not published: {type(err).__name__}: {err}")
     return path
+
+
+def report_after_sweep(result, wandb_cfg=None, debug: bool = False) -> bool:
+    """A finished sweep's report (``result``: its ``SweepResult``), published beside
+    its results. If it fails, one line says so (with ``debug``, the traceback too) and
+    the sweep's results, written already, stay as they are. Returns whether it worked."""
+    try:
+        make_report(result.out_dir, wandb_cfg=wandb_cfg)
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"error: the report failed ({type(err).__name__}: {err}); the results are in "
+            f"{result.out_dir}: `agd-ray report {result.out_dir}` makes it again",
+            file=sys.stderr,
+        )
+        return False
+    result.paths.publish("report")
+    return True
