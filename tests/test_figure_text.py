@@ -105,3 +105,20 @@ def test_tick_labels_stay_distinct_on_a_very_narrow_span():
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
     plt.close(fig)
+
+
+def test_the_headline_says_what_its_means_are_over():
+    from agd_ray.analysis.headline import over
+
+    row = {"architectures": 12, "seeds": 1, "swept": ["depth", "width", "batch_size"]}
+    assert over(row) == "12 settings of depth, width, batch_size x 1 seed"
+    assert over({"architectures": 1, "seeds": 5, "swept": []}) == "1 setting x 5 seeds"
+
+
+def test_the_quickstart_like_headline_names_its_swept_keys(tmp_path):
+    from agd_ray.analysis.headline import headline_text
+
+    out = tmp_path / "syn"
+    synthetic_sweep(out, "sweep.grid.model.width=[16, 64, 256, 1024]")
+    (row,) = Report(out).headline
+    assert "(means over 4 settings of width x 2 seeds;" in headline_text(row)

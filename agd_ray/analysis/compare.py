@@ -246,6 +246,7 @@ def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
                 "baseline": baseline,
                 "groups": len(both),
                 "architectures": len({arch_of(g) for g in both}),
+                "swept": [k.rsplit(".", 1)[-1] for k in swept_keys(both[0])],
                 "seeds": len({g.rsplit("seed=", 1)[-1] for g in both}),
                 "grid_runs": int(b["runs"].median()),
                 "selected_by": str(b["selected_by"].iloc[0]),

@@ -33,6 +33,14 @@ def spread(c: dict) -> str:
     return ""
 
 
+def over(row: dict) -> str:
+    """What the headline's means are over: "12 settings of depth, width, batch_size x
+    1 seed" (the swept keys named; a study that sweeps none has one setting)."""
+    n, seeds, keys = row["architectures"], row["seeds"], row.get("swept") or []
+    of = f" of {', '.join(keys)}" if keys else ""
+    return f"{n} setting{'s' if n != 1 else ''}{of} x {seeds} seed{'s' if seeds != 1 else ''}"
+
+
 def headline_text(row: dict) -> str:
     """One sentence a reader can quote: a row of ``compare.headline``."""
     c = row["compute"]
@@ -60,16 +68,14 @@ def headline_text(row: dict) -> str:
             f"{row['baseline']} ({grid}, scored on test): test loss "
             f"{row['baseline_test_loss']:.4g} nats per token ({row['baseline_test_bits']:.3g} "
             f"bits) against AGD's {row['agd_test_loss']:.4g} ({row['agd_test_bits']:.3g} bits) "
-            f"(means over {row['architectures']} architectures x {row['seeds']} "
-            f"seed{'s' if row['seeds'] > 1 else ''}; AGD's lower in {row['agd_wins']} of "
+            f"(means over {over(row)}; AGD's lower in {row['agd_wins']} of "
             f"{row['groups']}){gap}{edge}; {cost}."
         )
     return (
         f"{row['baseline']} ({grid}, scored on test): test accuracy "
         f"{100 * row['baseline_test_acc']:.1f} % against AGD's "
         f"{100 * row['agd_test_acc']:.1f} %, test loss {row['baseline_test_loss']:.4g} against "
-        f"{row['agd_test_loss']:.4g} (means over {row['architectures']} architectures x "
-        f"{row['seeds']} seed{'s' if row['seeds'] > 1 else ''}; AGD's test loss lower in "
+        f"{row['agd_test_loss']:.4g} (means over {over(row)}; AGD's test loss lower in "
         f"{row['agd_wins']} of {row['groups']}){edge}; "
         f"{cost}."
     )
