@@ -30,7 +30,7 @@ def test_the_report_of_a_batch_ramp_study_builds(tmp_path):
 
 def test_schedules_have_readable_names():
     from agd_ray.analysis.figures_compare import initials
-    from agd_ray.analysis.figures_schedule import schedule_name, schedule_short
+    from agd_ray.analysis.plotting import schedule_name, schedule_short
 
     assert schedule_name("null", 64) == "constant batch 64"
     assert schedule_name("[[0,64],[10,320],[20,1600]]") == "batch 64→320→1600 (epochs 0, 10, 20)"

@@ -10,13 +10,13 @@ from matplotlib.ticker import MaxNLocator
 
 from agd_ray.analysis.compare import AGD, arch_of, chosen, frontier
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
-from agd_ray.analysis.figures_schedule import schedule_short
 from agd_ray.analysis.plotting import (
     colour,
     label_points,
     legend_below,
     log_ticks,
     plt,
+    schedule_short,
     ticks_at,
 )
 

@@ -14,7 +14,15 @@ from matplotlib.ticker import PercentFormatter
 
 from agd_ray.analysis.compare import AGD, chosen, swept_keys
 from agd_ray.analysis.fits import critical_batch, fit_power_law
-from agd_ray.analysis.plotting import colour, errorbar, legend_below, log_ticks, plt, ticks_at
+from agd_ray.analysis.plotting import (
+    colour,
+    errorbar,
+    legend_below,
+    log_ticks,
+    plt,
+    schedule_name,
+    ticks_at,
+)
 
 AXES = {  # axis -> (column, label, keys it replaces in "held fixed")
     "width": ("model.width", "width", ("model.width",)),
@@ -39,7 +47,11 @@ def by_setting(rows: pd.DataFrame, keys: list[str]):
         fixed = {
             k: v.item() if hasattr(v, "item") else v for k, v in zip(keys, values, strict=True)
         }
-        yield " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in fixed.items()), fixed, part
+        names = (
+            schedule_name(v) if k == "train.batch_schedule" else f"{k.rsplit('.', 1)[-1]}={v}"
+            for k, v in fixed.items()
+        )
+        yield " ".join(names), fixed, part
 
 
 def select_on_val(rows: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -5,32 +5,14 @@ constant batch's curve per sample while taking fewer steps is their result."""
 
 from __future__ import annotations
 
-import json
-
 from matplotlib.ticker import FuncFormatter
 
 from agd_ray.analysis.compare import AGD, chosen
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
-from agd_ray.analysis.plotting import colour, compact, log_ticks, plt
+from agd_ray.analysis.plotting import colour, compact, log_ticks, plt, schedule_name
 
 KEY = "train.batch_schedule"
 LINES = ("-", "--", ":", "-.")  # AGD, then each baseline
-
-
-def schedule_name(text: str, batch_size=None) -> str:
-    """``[[0,64],[10,320]]`` -> "batch 64→320 (epochs 0, 10)"; ``null`` -> "constant
-    batch 64" (``batch_size``: the trial's ``train.batch_size``)."""
-    value = json.loads(text) if isinstance(text, str) else text
-    if not value:
-        return "constant batch" + (f" {int(batch_size)}" if batch_size is not None else "")
-    sizes = "→".join(str(b) for _, b in value)
-    return f"batch {sizes} (epochs {', '.join(str(e) for e, _ in value)})"
-
-
-def schedule_short(text: str) -> str:
-    """A point's name: "constant batch", or "ramp 64→320→1600"."""
-    value = json.loads(text) if isinstance(text, str) else text
-    return "ramp " + "→".join(str(b) for _, b in value) if value else "constant batch"
 
 
 def batch_schedules(r) -> None:

@@ -9,6 +9,7 @@ will draw before a figure is saved.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -244,3 +245,19 @@ def label_points(
             else None,
         )
         label.set_in_layout(False)
+
+
+def schedule_name(text: str, batch_size=None) -> str:
+    """``[[0,64],[10,320]]`` -> "batch 64→320 (epochs 0, 10)"; ``null`` -> "constant
+    batch 64" (``batch_size``: the trial's ``train.batch_size``)."""
+    value = json.loads(text) if isinstance(text, str) else text
+    if not value:
+        return "constant batch" + (f" {int(batch_size)}" if batch_size is not None else "")
+    sizes = "→".join(str(b) for _, b in value)
+    return f"batch {sizes} (epochs {', '.join(str(e) for e, _ in value)})"
+
+
+def schedule_short(text: str) -> str:
+    """A point's name: "constant batch", or "ramp 64→320→1600"."""
+    value = json.loads(text) if isinstance(text, str) else text
+    return "ramp " + "→".join(str(b) for _, b in value) if value else "constant batch"
