@@ -36,18 +36,22 @@ def test_schedules_have_readable_names():
     assert schedule_name("[[0,64],[10,320],[20,1600]]") == "batch 64→320→1600 (epochs 0, 10, 20)"
     assert initials("model.width=64;train.batch_schedule=[[0,64],[2,256]]") == "w64 ramp 64→256"
     assert schedule_short("null") == "constant batch"
+    # before a schedule's first listed epoch the run uses train.batch_size
+    assert schedule_name("[[10,320]]", 64) == "batch 64→320 (epochs 0, 10)"
+    assert schedule_short("[[10,320]]") == "ramp batch_size→320"
 
 
 def test_a_batch_ramp_study_gets_its_curves_by_samples_and_by_steps(tmp_path):
     out = tmp_path / "syn"
-    synthetic_sweep(out, RAMPS, "sweep.grid.model.width=[64, 256]")
+    synthetic_sweep(out, RAMPS, "sweep.grid.model.width=[16, 32, 64, 128, 256]")
     report = Report(out)
     report.build()
     assert (report.out / "batch_schedule.png").is_file()
     caption = dict(report.figures)["batch_schedule.png"]
     assert "samples seen" in caption and "steps taken" in caption
+    assert "The first 4 of 5 settings are drawn; fits.json has all." in caption
     summary = report.fits["batch_schedule"]
-    assert set(summary) == {"width=64", "width=256"}  # one entry per width
+    assert set(summary) == {f"width={w}" for w in (16, 32, 64, 128, 256)}  # all, not 4
     for per_optimizer in summary.values():
         assert set(per_optimizer) == {"agd", "adam"}
         for per_schedule in per_optimizer.values():

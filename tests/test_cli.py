@@ -147,7 +147,7 @@ def test_a_failed_report_says_so_in_one_line_and_keeps_the_results(monkeypatch, 
     from agd_ray.analysis import report
 
     def broken(*args, **kwargs):
-        raise TypeError("unhashable type: 'numpy.ndarray'")
+        raise TypeError("unhashable type: 'numpy.ndarray'\nsecond line of the message")
 
     published = []
     monkeypatch.setattr(report, "make_report", broken)

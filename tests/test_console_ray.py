@@ -212,6 +212,21 @@ def test_eta_shares_the_work_left_over_the_trials_at_once_with_their_fixed_cost(
     assert ", 22s elapsed, eta 16s |" in printed[-1]
 
 
+def test_time_since_a_trials_last_report_counts_as_its_epochs():
+    """In-process trials report at checkpoints only: 5 s after its first epoch's
+    report (1 s an epoch), a 10-epoch trial has about 4 s left, not 9."""
+    printed, clock = [], Clock()
+    (only, *_) = specs()
+    p = SweepProgress([only], [only], printed.append, every_s=1, clock=clock)
+    p.start()
+    p.started(only.trial_id)
+    clock.now += 1
+    p.result(only.trial_id, {"epoch": 0, "wall_s": 1.0})
+    clock.now += 5
+    p.tick()
+    assert ", 6s elapsed, eta 4s |" in printed[-1]
+
+
 def test_an_unmeasured_kind_is_costed_from_how_optimizers_compare_elsewhere():
     cfg = load_config(
         None,

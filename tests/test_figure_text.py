@@ -122,3 +122,25 @@ def test_the_quickstart_like_headline_names_its_swept_keys(tmp_path):
     synthetic_sweep(out, "sweep.grid.model.width=[16, 64, 256, 1024]")
     (row,) = Report(out).headline
     assert "(means over 4 settings of width x 2 seeds;" in headline_text(row)
+
+
+def test_a_log_axis_over_many_decades_labels_every_few_decades():
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1e-3, 1e12])
+    ax.set_yscale("log")
+    ax.set_ylim(1e-3, 1e12)
+    log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if 1e-3 <= t <= 1e12]
+    assert 3 <= len(ticks) <= 12 and ticks[0] < 1 and ticks[-1] > 1e9  # the whole span
+    plt.close(fig)
+
+
+def test_the_headline_names_only_the_keys_that_vary(tmp_path):
+    from agd_ray.analysis.headline import headline_text
+
+    out = tmp_path / "syn"
+    widths = "sweep.grid.model.width=[16, 64, 256, 1024]"
+    synthetic_sweep(out, widths, "sweep.grid.model.depth=[2]")  # depth: one value
+    (row,) = Report(out).headline
+    assert "(means over 4 settings of width x 2 seeds;" in headline_text(row)

@@ -40,10 +40,20 @@ def chosen(best: pd.DataFrame, optimizer: str) -> str:
     if optimizer == AGD:
         return "untuned"
     rows = best[best["optimizer.name"] == optimizer]
-    if "runs" in rows and not rows.empty and rows["runs"].max() <= 1:
+    if "runs" in rows and not rows.empty and rows["runs"].median() <= 1:  # as the headline
         return "one run"
     by = rows["selected_by"].iloc[0] if "selected_by" in rows and not rows.empty else SELECT_BY
     return f"best of grid by {str(by).replace('_', ' ')}"
+
+
+def _varied(groups) -> list[str]:
+    """The keys (short names) that take more than one value over ``groups``."""
+    values: dict[str, set] = {}
+    for group in groups:
+        for item in arch_of(group).split(";"):
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    return [k.rsplit(".", 1)[-1] for k, v in values.items() if k and len(v) > 1]
 
 
 def best_of_grid(trials: pd.DataFrame) -> pd.DataFrame:
@@ -246,7 +256,7 @@ def headline(best: pd.DataFrame, points: pd.DataFrame) -> list[dict]:
                 "baseline": baseline,
                 "groups": len(both),
                 "architectures": len({arch_of(g) for g in both}),
-                "swept": [k.rsplit(".", 1)[-1] for k in swept_keys(both[0])],
+                "swept": _varied(both),
                 "seeds": len({g.rsplit("seed=", 1)[-1] for g in both}),
                 "grid_runs": int(b["runs"].median()),
                 "selected_by": str(b["selected_by"].iloc[0]),

@@ -141,7 +141,8 @@ def compute_frontier(r) -> None:
         mean = points.groupby(["arch", "epoch"])[["compute", "loss"]].mean()
         ax.scatter(mean["compute"], mean["loss"], s=5, color=colour(i), alpha=0.25)
         c, loss = frontier(points)
-        grid = " (whole grid's compute)" if chosen(r.best, optimizer).startswith("best") else ""
+        runs = r.trials[r.trials["optimizer.name"] == optimizer].groupby("group").size()
+        grid = " (whole grid's compute)" if optimizer != AGD and runs.max() > 1 else ""
         ax.step(c, loss, where="post", color=colour(i), lw=1.8, label=f"{optimizer}{grid}")
     agd_c, agd_l = frontier(r.points[r.points["optimizer.name"] == AGD])
     if len(agd_l):

@@ -96,9 +96,12 @@ def log_ticks(axis) -> None:
         ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
         if 3 <= len(ticks) <= 12:
             return _fixed(axis, ticks)
+    if hi / lo > 3:  # over a dozen decades: every k-th decade
+        powers = [10.0**d for d in decades if lo <= 10.0**d <= hi]
+        return _fixed(axis, powers[:: math.ceil(len(powers) / 12)])
     for bins in (5, 8, 12):  # at least three labels where the view allows
         steps = mticker.MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-        ticks = [float(f"{t:.6g}") for t in steps if lo <= t <= hi]
+        ticks = sorted({float(f"{t:.12g}") for t in steps if lo <= t <= hi})
         if len(ticks) >= 3:
             break
     _fixed(axis, ticks)
@@ -247,17 +250,27 @@ def label_points(
         label.set_in_layout(False)
 
 
+def _steps(text, batch_size) -> list:
+    """A batch schedule's (epoch, batch) steps from epoch 0: before its first listed
+    epoch the run uses ``train.batch_size`` (named so when not given)."""
+    value = json.loads(text) if isinstance(text, str) else text
+    if value and value[0][0] > 0:
+        first = int(batch_size) if batch_size is not None else "batch_size"
+        value = [[0, first], *value]
+    return value
+
+
 def schedule_name(text: str, batch_size=None) -> str:
     """``[[0,64],[10,320]]`` -> "batch 64→320 (epochs 0, 10)"; ``null`` -> "constant
     batch 64" (``batch_size``: the trial's ``train.batch_size``)."""
-    value = json.loads(text) if isinstance(text, str) else text
+    value = _steps(text, batch_size)
     if not value:
         return "constant batch" + (f" {int(batch_size)}" if batch_size is not None else "")
     sizes = "→".join(str(b) for _, b in value)
     return f"batch {sizes} (epochs {', '.join(str(e) for e, _ in value)})"
 
 
-def schedule_short(text: str) -> str:
+def schedule_short(text: str, batch_size=None) -> str:
     """A point's name: "constant batch", or "ramp 64→320→1600"."""
-    value = json.loads(text) if isinstance(text, str) else text
+    value = _steps(text, batch_size)
     return "ramp " + "→".join(str(b) for _, b in value) if value else "constant batch"

@@ -97,7 +97,7 @@ class Report:
         if fig.legends:  # a figure's own legend sits under its panels: room for it there
             fig.canvas.draw()
             height = max(leg.get_window_extent().height for leg in fig.legends)
-            fig.tight_layout(rect=(0, height / fig.bbox.height + 0.01, 1, 1))
+            fig.tight_layout(rect=(0, min(height / fig.bbox.height + 0.01, 0.5), 1, 1))
         problems = tick_problems(fig)
         if problems:
             log.warning("%s: axes without numeric tick labels: %s", name, problems)
@@ -184,10 +184,18 @@ def report_after_sweep(result, wandb_cfg=None, debug: bool = False) -> bool:
         if debug:
             traceback.print_exc()
         print(
-            f"error: the report failed ({type(err).__name__}: {err}); the results are in "
+            f"error: the report failed ({type(err).__name__}: {first_line(err)}); the "
+            f"results are in "
             f"{result.out_dir}: `agd-ray report {result.out_dir}` makes it again",
             file=sys.stderr,
         )
         return False
     result.paths.publish("report")
     return True
+
+
+def first_line(err: BaseException) -> str:
+    """An error's message on one line (a pandas KeyError's or a ConfigError's may
+    run over several)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""

@@ -64,6 +64,7 @@ class SweepProgress:
         self.seconds: dict[tuple[str, str], float] = {}  # kind -> measured s per epoch
         self.first_start: float | None = None  # when the first trial started
         self.peak = 0  # the most trials seen running at once
+        self.reported_at: dict[str, float] = {}  # trial -> when its last epoch came
         self.running: dict[str, dict[str, Any]] = {}  # trial id -> last result
         self.paused: set[str] = set()  # waiting at a rung for the rest of their grid
         if live is None:
@@ -89,6 +90,7 @@ class SweepProgress:
     def result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "epoch" in result:
             self.running[trial_id] = result
+            self.reported_at[trial_id] = self.clock()
             self._measured(trial_id, result.get("wall_s"), result["epoch"] + 1)
 
     def _measured(self, trial_id: str, wall_s, epochs: int) -> None:
@@ -101,6 +103,7 @@ class SweepProgress:
         self.paused = set(trial_ids)
 
     def finished(self, trial_id: str, line: str, outcome: TrialOutcome | None = None) -> None:
+        self.reported_at.pop(trial_id, None)
         if outcome is not None and outcome.history:
             self._measured(trial_id, outcome.history[-1].get("wall_s"), len(outcome.history))
         self.running.pop(trial_id, None)
@@ -160,6 +163,10 @@ class SweepProgress:
             return None
         if not self.seconds:
             return (now - self.t0) * sum(rest.values()) / done
+        for t, at in self.reported_at.items():  # a reporting trial's time since: epochs
+            if t in ran and t not in self.paused:
+                since = min(now - at, rest[t])
+                done, rest[t] = done + since, rest[t] - since
         at_once = max(self.peak, 1)
         started = len(self.done_epochs) + len(self.running)
         fixed = max((now - (self.first_start or self.t0)) * at_once - done, 0) / max(started, 1)
