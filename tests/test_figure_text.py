@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
+from agd_ray.analysis.headline import chosen
 from agd_ray.analysis.plotting import colour, log_ticks, plt
 from agd_ray.analysis.report import Report
 from tests.test_report import synthetic_sweep
@@ -36,9 +37,9 @@ def test_chosen_says_untuned_best_of_grid_or_one_run():
             "selected_by": ["val_loss"] * 4,
         }
     )
-    assert compare.chosen(best, "agd") == "untuned"
-    assert compare.chosen(best, "adam") == "best of grid by val loss"
-    assert compare.chosen(best, "prodigy") == "one run"
+    assert chosen(best, "agd") == "untuned"
+    assert chosen(best, "adam") == "best of grid by val loss"
+    assert chosen(best, "prodigy") == "one run"
 
 
 def test_a_baseline_with_one_run_is_not_called_a_best_of_grid(tmp_path):

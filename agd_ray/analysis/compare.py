@@ -33,27 +33,26 @@ def arch_of(group: str) -> str:
     return ";".join(item for item in group.split(";") if not item.startswith("seed="))
 
 
-def chosen(best: pd.DataFrame, optimizer: str) -> str:
-    """How ``optimizer``'s points in ``best`` were chosen, for a legend or a title:
-    "untuned" (AGD), "best of grid by val loss" or "one run" (a baseline without a
-    grid, e.g. Prodigy at its default)."""
-    if optimizer == AGD:
-        return "untuned"
-    rows = best[best["optimizer.name"] == optimizer]
-    if "runs" in rows and not rows.empty and rows["runs"].median() <= 1:  # as the headline
-        return "one run"
-    by = rows["selected_by"].iloc[0] if "selected_by" in rows and not rows.empty else SELECT_BY
-    return f"best of grid by {str(by).replace('_', ' ')}"
+def arch_keys(arch: str) -> list[tuple[str, str]]:
+    """``model.depth=4;model.arch="resnet"`` -> [("depth", "4"), ("arch", "resnet")]
+    (values as JSON text, unquoted; none for a study that sweeps no key)."""
+    items = (item.partition("=") for item in filter(None, arch.split(";")))
+    return [(key.rsplit(".", 1)[-1], value.strip('"')) for key, _, value in items]
 
 
 def _varied(groups) -> list[str]:
     """The keys (short names) that take more than one value over ``groups``."""
     values: dict[str, set] = {}
     for group in groups:
-        for item in arch_of(group).split(";"):
-            key, _, value = item.partition("=")
+        for key, value in arch_keys(arch_of(group)):
             values.setdefault(key, set()).add(value)
-    return [k.rsplit(".", 1)[-1] for k, v in values.items() if k and len(v) > 1]
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def selection_metric(frame: pd.DataFrame) -> str:
+    """What a best of grid is chosen on: the validation loss, or the test loss for a
+    sweep without a validation split."""
+    return SELECT_BY if frame[SELECT_BY].notna().any() else "test_loss"
 
 
 def best_of_grid(trials: pd.DataFrame) -> pd.DataFrame:
@@ -88,7 +87,7 @@ def best_of_grid(trials: pd.DataFrame) -> pd.DataFrame:
 def curves(trials: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     """Per (optimizer, group, epoch): the grid's compute so far and its best
     validation loss (test loss for sweeps without a validation split)."""
-    metric = SELECT_BY if epochs[SELECT_BY].notna().any() else "test_loss"
+    metric = selection_metric(epochs)
     info = trials.set_index("trial_id")[["group", "optimizer.name", "seed", "params", "samples"]]
     runs = epochs.merge(info, left_on="trial_id", right_index=True, suffixes=("", "_final")).dropna(
         subset=["params"]
@@ -211,7 +210,7 @@ def lr_transfer(trials: pd.DataFrame, baseline: str) -> list[dict]:
     if runs.empty or "optimizer.lr" not in runs or runs["optimizer.lr"].nunique() < 2:
         return []
     ended = tried(trials[trials["optimizer.name"] == baseline])  # diverged ones too
-    metric = SELECT_BY if runs[SELECT_BY].notna().any() else "test_loss"
+    metric = selection_metric(runs)
     held = [k for k in swept_keys(runs["group"].iloc[0]) if k not in ("model.width",)]
     held = [k for k in held if k in runs and k != "optimizer.lr"]
     out = []

@@ -8,8 +8,9 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from agd_ray.analysis.compare import AGD, arch_of, chosen, frontier
+from agd_ray.analysis.compare import AGD, arch_keys, arch_of, frontier, selection_metric
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
+from agd_ray.analysis.headline import chosen
 from agd_ray.analysis.plotting import (
     colour,
     label_points,
@@ -23,13 +24,6 @@ from agd_ray.analysis.plotting import (
 SHORT = {"depth": "d", "width": "w", "batch_size": "b"}  # a point's name: d4 w256 b64
 
 
-def _keys(arch: str) -> list[tuple[str, str]]:
-    """``model.depth=4;model.arch="resnet"`` -> [("depth", "4"), ("arch", "resnet")]
-    (values as JSON text, unquoted; none for a study that sweeps no key)."""
-    items = (item.partition("=") for item in filter(None, arch.split(";")))
-    return [(key.rsplit(".", 1)[-1], value.strip('"')) for key, _, value in items]
-
-
 def initials(arch: str) -> str:
     """``model.depth=4;model.width=256;model.bias=true`` -> ``d4 w256 bias=true``: the
     numeric keys a study sweeps most by a letter, any other by its name."""
@@ -39,13 +33,13 @@ def initials(arch: str) -> str:
         else schedule_short(value)
         if name == "batch_schedule"
         else f"{name}={value}"
-        for name, value in _keys(arch)
+        for name, value in arch_keys(arch)
     )
 
 
 def _letters(archs) -> str:
     """What the letters in the points' names stand for, e.g. "d depth, w width"."""
-    names = {name for a in archs for name, _ in _keys(a)}
+    names = {name for a in archs for name, _ in arch_keys(a)}
     used = [f"{letter} {name.replace('_', ' ')}" for name, letter in SHORT.items() if name in names]
     return f" ({', '.join(used)})" if used else ""
 
@@ -194,7 +188,7 @@ def lr_transfer(r) -> None:
         grid = r.trials[r.trials["optimizer.name"] == baseline]
         runs = grid[grid["status"] == "completed"]
         stopped = int((grid["status"] == "stopped").sum())
-        metric = "val_loss" if runs["val_loss"].notna().any() else "test_loss"
+        metric = selection_metric(runs)
         keys = held_fixed(runs, ("model.width",))
         settings = list(by_setting(runs, keys))
         cols = min(3, len(settings))

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
 
-from agd_ray.analysis.compare import AGD, chosen, swept_keys
+from agd_ray.analysis.compare import AGD, selection_metric, swept_keys
 from agd_ray.analysis.fits import critical_batch, fit_power_law
+from agd_ray.analysis.headline import chosen
 from agd_ray.analysis.plotting import (
     colour,
     errorbar,
@@ -56,9 +57,9 @@ def by_setting(rows: pd.DataFrame, keys: list[str]):
 
 def select_on_val(rows: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per (x, seed), the row with the lowest validation loss (test loss for sweeps
-    without a validation split): the frontier over the other swept keys, chosen
+    without a validation split): the frontier over the other swept keys
     without looking at the test split."""
-    metric = "val_loss" if rows["val_loss"].notna().any() else "test_loss"
+    metric = selection_metric(rows)
     rows = rows.dropna(subset=[metric])
     return rows.loc[rows.groupby([column, "seed"])[metric].idxmin()]
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from matplotlib.ticker import FuncFormatter
 
-from agd_ray.analysis.compare import AGD, chosen
+from agd_ray.analysis.compare import AGD, selection_metric
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
+from agd_ray.analysis.headline import chosen
 from agd_ray.analysis.plotting import colour, compact, log_ticks, plt, schedule_name
 
 KEY = "train.batch_schedule"
 LINES = ("-", "--", ":", "-.")  # AGD, then each baseline
-
-
 SHOWN = 4  # settings drawn (rows); fits.json has every one
 
 
@@ -48,7 +47,7 @@ def batch_schedules(r) -> None:
     best = r.best
     if KEY not in best or best[KEY].nunique() < 2:
         return
-    metric = "val_loss" if r.epochs["val_loss"].notna().any() else "test_loss"
+    metric = selection_metric(r.epochs)
     optimizers = [AGD] + sorted(set(best["optimizer.name"]) - {AGD})
     schedules = sorted(best[KEY].unique(), key=lambda s: (s != "null", s))
     keys = held_fixed(best, (KEY,))

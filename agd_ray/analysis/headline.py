@@ -5,13 +5,30 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
+from agd_ray.analysis.compare import AGD
 from agd_ray.analysis.fits import MIN_SEEDS
 from agd_ray.analysis.grid_edge import edge_text
+from agd_ray.sweep.summary import SELECT_BY
 
 
 def each_seed(c: dict) -> str:
     """Each seed's own multiplier, in order: "0.59, never"."""
     return ", ".join("never" if m is None else f"{m:.2g}" for m in c["per_seed"].values())
+
+
+def chosen(best: pd.DataFrame, optimizer: str) -> str:
+    """How ``optimizer``'s points in ``best`` were chosen, for a legend or a title:
+    "untuned" (AGD), "best of grid by val loss" or "one run" (a baseline without a
+    grid, e.g. Prodigy at its default)."""
+    if optimizer == AGD:
+        return "untuned"
+    rows = best[best["optimizer.name"] == optimizer]
+    if "runs" in rows and not rows.empty and rows["runs"].median() <= 1:  # as the headline
+        return "one run"
+    by = rows["selected_by"].iloc[0] if "selected_by" in rows and not rows.empty else SELECT_BY
+    return f"best of grid by {str(by).replace('_', ' ')}"
 
 
 def spread(c: dict) -> str:

@@ -9,7 +9,6 @@ logs) printed every ``AGD_RAY_PROGRESS_S`` seconds.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -219,10 +218,10 @@ class SweepProgress:
 
 def cost_kind(spec: TrialSpec) -> tuple[str, str]:
     """(optimizer, architecture): trials of one kind cost alike per epoch, whatever
-    their seed or learning rate (the architecture: every swept key but the
-    optimizer's, batch size included)."""
-    arch = {k: v for k, v in spec.columns.items() if not k.startswith("optimizer.")}
-    return spec.optimizer, json.dumps(arch, sort_keys=True, default=str)
+    their seed or learning rate (the architecture: the trial's tuning group without
+    its seed, every swept key, batch size included)."""
+    arch = ";".join(item for item in spec.group.split(";") if not item.startswith("seed="))
+    return spec.optimizer, arch
 
 
 def format_trial(spec: TrialSpec, outcome: TrialOutcome | None) -> str:
