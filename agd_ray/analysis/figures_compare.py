@@ -112,15 +112,15 @@ def agd_vs_baselines(r) -> None:
         fig,
         "agd_vs_baselines.png",
         (
-            f"Each point is one architecture, named by its swept keys{_letters(archs)}; a "
+            f"Each point is one setting of the swept keys, named by them{_letters(archs)}; a "
             "name away from its point is joined to it by a thin line"
             if labelled
-            else "Each point is one architecture"
+            else "Each point is one setting of the swept keys"
             + (f" (not named: {len(archs)} of them)" if len(archs) > 12 else "")
         )
         + ": AGD's test metric against the tuned baseline's, the baseline's learning rate "
         "chosen on the validation split; means over seeds with standard deviations. With "
-        "several baselines, one architecture's points share AGD's value and a grey line "
+        "several baselines, one setting's points share AGD's value and a grey line "
         "joins them.",
     )
 
