@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from test_cli import agd_ray
+from wandb_records import read_run
 
 from agd_ray.config import load_config
 from agd_ray.sweep.console import SweepProgress, format_trial
@@ -102,6 +103,44 @@ print("left:", children())
     assert run.returncode == 0, run.stderr[-3000:]
     assert "left: []" in run.stdout, run.stdout
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.ray  # integration tier: starts Ray and W&B's service
+def test_trials_on_the_drivers_node_log_through_its_wandb_service(tmp_path):
+    """A sweep's driver starts one W&B service; trials on its node connect to it
+    instead of starting their own (0.25 s each), and their runs are whole. A trial
+    told of a service on another node starts its own, as before."""
+    code = f"""
+import os, subprocess, ray
+from agd_ray.config import load_config
+from agd_ray.train.wandb_logger import SharedService, WandbLogger, driver_service, join_service
+ray.init(num_cpus=1, include_dashboard=False)
+cfg = load_config(None, ["wandb.mode=offline"])
+shared = driver_service(cfg)
+assert shared is not None and shared.node_id == ray.get_runtime_context().get_node_id()
+elsewhere = SharedService(shared.token, "another-node")
+@ray.remote(max_calls=1)  # a fresh process each, as a new trial actor
+def trial(i, service):
+    join_service(service)
+    logger = WandbLogger(cfg, f"t{{i}}", rank=0, directory={str(tmp_path)!r})
+    out = subprocess.run(["ps", "-o", "comm=", "--ppid", str(os.getpid())],
+                         capture_output=True, text=True).stdout
+    logger.log_epoch(1, {{"test_acc": 0.5}})
+    logger.finish("completed", {{"test_acc": 0.5}})
+    return "wandb" in out
+print("own service:", ray.get([trial.remote(0, shared), trial.remote(1, shared)]),
+      ray.get(trial.remote(2, elsewhere)))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "own service: [False, False] True" in run.stdout, run.stdout
+    runs = [read_run(p) for p in sorted(tmp_path.glob("wandb/offline-run-*/*.wandb"))]
+    assert sorted(r["name"] for r in runs) == ["t0", "t1", "t2"]
+    assert all(r["summary"]["status"] == "completed" for r in runs)
+    assert all(any("epoch/test_acc" in h for h in r["history"]) for r in runs)
 
 
 # --- the progress line (no Ray) ---------------------------------------------------

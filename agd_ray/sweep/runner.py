@@ -40,6 +40,7 @@ from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
 from agd_ray.timeline import mark
+from agd_ray.train.wandb_logger import driver_service
 from agd_ray.trial import TrialOutcome, TrialSpec
 
 STATUSES = ("completed", "diverged", "stopped", "failed", "unfinished")
@@ -215,7 +216,14 @@ def _run(
         f"sweep {cfg.name}: {len(todo)} of {len(specs)} trials to run, "
         f"{concurrency} at a time{stopping} -> {where}"
     )
-    trainable = make_trainable(specs, paths, every_epoch=early, rungs=rungs, pausable=pausable)
+    trainable = make_trainable(
+        specs,
+        paths,
+        every_epoch=early,
+        rungs=rungs,
+        pausable=pausable,
+        wandb_service=driver_service(cfg),
+    )
     callback = sweep_callback(specs, paths, echo, prov)
     start = time.perf_counter()
     experiment = paths.tune_experiment

@@ -28,7 +28,7 @@ from agd_ray.config import ExperimentConfig
 from agd_ray.storage import RunPaths
 from agd_ray.sweep.store import DONE, PARTIAL, OutcomeStore
 from agd_ray.timeline import mark
-from agd_ray.train.wandb_logger import shutdown_service
+from agd_ray.train.wandb_logger import SharedService, join_service, shutdown_service
 from agd_ray.trial import TrialInfo, TrialOutcome, TrialSpec
 
 
@@ -66,6 +66,7 @@ def make_trainable(
     every_epoch: bool = False,
     rungs: frozenset[int] = frozenset(),
     pausable: frozenset[str] = frozenset(),
+    wandb_service: SharedService | None = None,
 ) -> Callable:
     """``run_trial`` with the sweep's specs and paths bound, asking Tune for each
     trial's resources (``trial_resources``). ``every_epoch``: in-process trials report
@@ -73,7 +74,8 @@ def make_trainable(
     ``rungs``: epochs where successive halving may pause a trial (``sweep.scheduler:
     sha``): a trial of an SHA grid (``pausable``, trial ids) reports a checkpoint
     there, and stores what it has trained first (``PARTIAL``), which the scheduler
-    makes ``stopped`` if its grid stops it there."""
+    makes ``stopped`` if its grid stops it there. ``wandb_service``: the driver's W&B
+    service, which in-process trials on its node log through."""
     from ray import tune
 
     by_id = {s.trial_id: s for s in specs}
@@ -82,7 +84,13 @@ def make_trainable(
         return trial_resources(_spec(by_id, params["trial_id"]))
 
     trainable = tune.with_parameters(
-        run_trial, specs=by_id, paths=paths, every_epoch=every_epoch, rungs=rungs, pausable=pausable
+        run_trial,
+        specs=by_id,
+        paths=paths,
+        every_epoch=every_epoch,
+        rungs=rungs,
+        pausable=pausable,
+        wandb_service=wandb_service,
     )
     return tune.with_resources(trainable, resources)
 
@@ -104,6 +112,7 @@ def run_trial(
     every_epoch=False,
     rungs: frozenset[int] = frozenset(),
     pausable: frozenset[str] = frozenset(),
+    wandb_service: SharedService | None = None,
 ) -> None:
     """Tune function trainable: one training run, its outcome stored before it ends."""
     import ray.tune
@@ -125,6 +134,7 @@ def run_trial(
 
     try:
         if spec.config.scaling.num_workers == 1:
+            join_service(wandb_service)
             rungs = rungs if trial_id in pausable else frozenset()
             pause = (lambda rows: store.put(so_far(rows, PARTIAL))) if rungs else None
             outcome = _train_in_process(spec.config, trial, every_epoch, rungs, pause)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,49 @@ class WandbLogger:
             Storage(self.home).upload(run_dir, f"wandb/{run_dir.name}")
 
 
+SERVICE_ENV = "WANDB_SERVICE"  # where wandb.setup() leaves its service's address
+
+
+@dataclass(frozen=True)
+class SharedService:
+    """The driver's W&B service, for trials on the driver's node to share: W&B's
+    address of it (``WANDB_SERVICE``) and the Ray node it runs on."""
+
+    token: str
+    node_id: str
+
+
+def driver_service(cfg: ExperimentConfig) -> SharedService | None:
+    """Start this driver's W&B service (``wandb.setup()``, W&B's way of preparing a
+    process and its children) for a sweep's trials on this node: each trial then
+    connects to it (tens of ms) instead of starting a service of its own (about
+    0.25 s a trial, 0.2 s of it W&B polling for the new service's address). None
+    when W&B is disabled or no address was left to share. Call after Ray is up."""
+    if resolve_mode(cfg.wandb) == "disabled":
+        return None
+    import ray
+    import wandb
+
+    wandb.setup()
+    token = os.environ.get(SERVICE_ENV)
+    if not token:
+        return None
+    return SharedService(token, ray.get_runtime_context().get_node_id())
+
+
+def join_service(shared: SharedService | None) -> None:
+    """In a trial: use the driver's W&B service if this process runs on its node
+    (a socket there); elsewhere W&B starts one here as usual."""
+    import ray
+
+    if shared is not None and ray.get_runtime_context().get_node_id() == shared.node_id:
+        os.environ[SERVICE_ENV] = shared.token
+
+
 def shutdown_service() -> None:
     """Stop this process's W&B service now, if it runs (W&B starts it again for a
-    later run in the same process, e.g. the next trial in a reused Tune actor).
+    later run in the same process, e.g. the next trial in a reused Tune actor); a
+    process using the driver's service (``join_service``) only disconnects.
 
     W&B stops its service in an ``atexit`` hook, but a Ray worker that exits kills
     its child processes first, the service among them: the hook then fails with a
