@@ -14,6 +14,12 @@ from agd_ray.config import ExperimentConfig, get_dotted
 ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.batch_size")
 
 
+def value_text(value: Any) -> str:
+    """A swept value as the config and the trials' groups write it: booleans as
+    ``true``/``false`` (YAML's, JSON's), everything else as it prints."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
 @dataclass(frozen=True)
 class TrialSpec:
     """One trial as the grid made it. Its config is validated once, by the grid's

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
-from agd_ray.analysis.headline import chosen
-from agd_ray.analysis.plotting import colour, log_ticks, plt
+from agd_ray.analysis.headline import chosen, headline_text
+from agd_ray.analysis.plotting import colour, figure_legend, log_ticks, plt, tick_problems
 from agd_ray.analysis.report import Report
 from tests.test_report import synthetic_sweep
 
@@ -55,6 +55,8 @@ def test_a_baseline_with_one_run_is_not_called_a_best_of_grid(tmp_path):
     assert "adam (one run)" in report.seen["scaling_width.png"]["titles"]
     frontier = report.seen["compute_frontier.png"]["legend"]
     assert "adam" in frontier and not any("whole grid" in t for t in frontier)
+    (line,) = [headline_text(row) for row in report.headline]
+    assert line.startswith("adam (one run, scored on test)") and "grid" not in line, line
 
 
 def test_lr_transfer_keeps_each_widths_colour_and_explains_the_star(tmp_path):
@@ -148,3 +150,52 @@ def test_the_headline_names_only_the_keys_that_vary(tmp_path):
     synthetic_sweep(out, widths, "sweep.grid.model.depth=[2]")  # depth: one value
     (row,) = Report(out).headline
     assert "(means over 4 settings of width x 2 seeds;" in headline_text(row)
+
+
+def test_a_figure_legend_is_cut_to_the_columns_its_figure_holds(tmp_path):
+    """One panel (only the width is swept) with four widths: the legend under it
+    takes the rows it needs instead of running past both edges."""
+    out = tmp_path / "one"
+    synthetic_sweep(out, "sweep.grid={model.width: [64, 128, 256, 512]}")
+    report = Capture(out)
+    report.out.mkdir(parents=True, exist_ok=True)
+    report.fits["lr_transfer"] = {"adam": compare.lr_transfer(report.trials, "adam")}
+    figures_compare.lr_transfer(report)
+    assert len(report.seen["lr_transfer_adam.png"]["axes"]) == 1
+    assert len(report.seen["lr_transfer_adam.png"]["legend"]) == 5
+    assert report.tick_problems == []
+
+
+def test_a_legend_past_the_figures_edge_is_reported():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    lines = [ax.plot([1, 2], [i, i + 1], label=f"a long label number {i}")[0] for i in range(4)]
+    fig.legend(lines, [ln.get_label() for ln in lines], loc="lower center", ncols=4)
+    assert any("runs past" in p for p in tick_problems(fig))
+    fig.legends[0].remove()
+    figure_legend(fig, lines, [ln.get_label() for ln in lines], ncols=4)
+    assert tick_problems(fig) == [] and len(fig.legends) == 1
+    plt.close(fig)
+
+
+def test_the_eta_figure_draws_agds_variants_beside_it(tmp_path):
+    """Spectral AGD reports its eta as AGD does: both are drawn, a line style each."""
+    out = tmp_path / "family"
+    synthetic_sweep(out, "sweep.grid.model.width=[64, 256]", lrs=[1e-2])
+    report = Capture(out)
+    report.out.mkdir(parents=True)
+    variant = report.trials["optimizer.name"] == "adam"
+    report.trials.loc[variant, "optimizer.name"] = "agd_spectral"
+    ids = report.trials.loc[variant, "trial_id"]
+    rows = report.epochs["trial_id"].isin(ids)
+    report.epochs.loc[rows, "eta_mean"] = 0.3 + 0.01 * report.epochs.loc[rows, "epoch"]
+    figures_compare.eta(report)
+    seen = report.seen["eta.png"]
+    assert seen["legend"] == [
+        "agd width=64",
+        "agd width=256",
+        "agd_spectral width=64",
+        "agd_spectral width=256",
+    ]
+    (ax,) = seen["axes"]
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--", "--"]
+    assert "agd, agd_spectral: a line style each" in report.figures[-1][1]

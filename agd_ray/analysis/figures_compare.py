@@ -13,6 +13,7 @@ from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.headline import chosen
 from agd_ray.analysis.plotting import (
     colour,
+    figure_legend,
     label_points,
     legend_below,
     log_ticks,
@@ -174,13 +175,7 @@ def width_legend(fig, baseline: str, widths: list) -> None:
     ]
     star = "AGD, untuned" + (" (at the width of its colour)" if handles else "")
     handles.append(Line2D([], [], color="grey", marker="*", ms=11, ls="none", label=star))
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncols=min(len(handles), 4),
-        fontsize=8,
-        frameon=False,
-    )
+    figure_legend(fig, handles, [h.get_label() for h in handles], ncols=4)
 
 
 def lr_transfer(r) -> None:
@@ -260,29 +255,38 @@ def lr_transfer(r) -> None:
 
 
 def eta(r) -> None:
-    agd = r.trials[r.trials["optimizer.name"] == AGD]
-    runs = r.epochs[r.epochs["trial_id"].isin(agd["trial_id"])].dropna(subset=["eta_mean"])
-    if runs.empty:
+    """AGD's eta per epoch, and its variants' (spectral AGD: ``eta_mean`` too), a
+    line style per optimizer and a colour per architecture."""
+    runs = r.epochs.dropna(subset=["eta_mean"])
+    trials = r.trials[r.trials["trial_id"].isin(runs["trial_id"])]
+    if trials.empty:
         return
-    arch = [k for k in ("model.depth", "model.width") if k in agd and agd[k].nunique() > 1]
-    settings = list(by_setting(agd, held_fixed(agd, tuple(arch))))
+    optimizers = sorted(set(trials["optimizer.name"]), key=lambda o: (o != AGD, o))
+    arch = [k for k in ("model.depth", "model.width") if k in trials and trials[k].nunique() > 1]
+    settings = list(by_setting(trials, held_fixed(trials, tuple(arch))))
     fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 4), squeeze=False)
     for ax, (name, _, part) in zip(axes[0], settings, strict=True):
-        for i, (series, _, rows) in enumerate(by_setting(part, arch)):
-            mine = runs[runs["trial_id"].isin(rows["trial_id"])]
-            stats = mine.groupby("epoch")["eta_mean"].agg(["mean", "min", "max"])
-            x = stats.index + 1
-            ax.plot(x, stats["mean"], color=colour(i), lw=1.2, label=series or "AGD")
-            if rows["seed"].nunique() > 1:
-                ax.fill_between(x, stats["min"], stats["max"], color=colour(i), alpha=0.2)
+        for style, optimizer in zip(("-", "--", ":", "-."), optimizers, strict=False):
+            mine = part[part["optimizer.name"] == optimizer]
+            for i, (series, _, rows) in enumerate(by_setting(mine, arch)):
+                curve = runs[runs["trial_id"].isin(rows["trial_id"])]
+                stats = curve.groupby("epoch")["eta_mean"].agg(["mean", "min", "max"])
+                x = stats.index + 1
+                label = " ".join(
+                    t for t in (optimizer if len(optimizers) > 1 else "AGD", series) if t
+                )
+                ax.plot(x, stats["mean"], color=colour(i), ls=style, lw=1.2, label=label)
+                if rows["seed"].nunique() > 1:
+                    ax.fill_between(x, stats["min"], stats["max"], color=colour(i), alpha=0.2)
         ax.set_xlabel("epoch")
         ax.set_ylabel("eta (mean over the epoch's steps)")
         ax.set_title(f"AGD's step size eta ({name or 'all'})", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.legend(fontsize=6, ncol=2)
+    also = f" ({', '.join(optimizers)}: a line style each)" if len(optimizers) > 1 else ""
     r.save(
         fig,
         "eta.png",
-        "AGD's automatic step size eta over training, one line per architecture (mean over "
+        f"AGD's automatic step size eta over training{also}, one line per architecture (mean over "
         "seeds; band: range over seeds), one panel per setting of the other swept keys.",
     )

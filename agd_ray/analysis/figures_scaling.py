@@ -24,6 +24,7 @@ from agd_ray.analysis.plotting import (
     schedule_name,
     ticks_at,
 )
+from agd_ray.trial import value_text
 
 AXES = {  # axis -> (column, label, keys it replaces in "held fixed")
     "width": ("model.width", "width", ("model.width",)),
@@ -49,7 +50,9 @@ def by_setting(rows: pd.DataFrame, keys: list[str]):
             k: v.item() if hasattr(v, "item") else v for k, v in zip(keys, values, strict=True)
         }
         names = (
-            schedule_name(v) if k == "train.batch_schedule" else f"{k.rsplit('.', 1)[-1]}={v}"
+            schedule_name(v)
+            if k == "train.batch_schedule"
+            else f"{k.rsplit('.', 1)[-1]}={value_text(v)}"
             for k, v in fixed.items()
         )
         yield " ".join(names), fixed, part

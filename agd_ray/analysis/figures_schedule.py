@@ -10,7 +10,14 @@ from matplotlib.ticker import FuncFormatter
 from agd_ray.analysis.compare import AGD, selection_metric
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.headline import chosen
-from agd_ray.analysis.plotting import colour, compact, log_ticks, plt, schedule_name
+from agd_ray.analysis.plotting import (
+    colour,
+    compact,
+    figure_legend,
+    log_ticks,
+    plt,
+    schedule_name,
+)
 
 KEY = "train.batch_schedule"
 LINES = ("-", "--", ":", "-.")  # AGD, then each baseline
@@ -84,9 +91,7 @@ def batch_schedules(r) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.legend(
-        legend.values(), legend.keys(), loc="lower center", ncols=2, fontsize=8, frameon=False
-    )
+    figure_legend(fig, list(legend.values()), list(legend.keys()), ncols=2)
     r.fits["batch_schedule"] = summary
     tuned = ", ".join(f"{o} ({chosen(best, o)})" for o in optimizers)
     cut = (

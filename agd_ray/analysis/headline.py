@@ -62,15 +62,17 @@ def headline_text(row: dict) -> str:
     """One sentence a reader can quote: a row of ``compare.headline``."""
     c = row["compute"]
     metric = c["metric"].replace("_", " ")
+    runs = row["grid_runs"]
     if c["multiplier"] is None:
-        cost = f"within its grid it never reaches AGD's best {metric} ({c['agd_best_loss']:.4g})"
+        where = "within its grid it" if runs > 1 else "it"
+        cost = f"{where} never reaches AGD's best {metric} ({c['agd_best_loss']:.4g})"
     else:
+        grid = ", tuning grid included" if runs > 1 else ""
         cost = (
             f"reaching AGD's best {metric} ({c['agd_best_loss']:.4g}) costs it "
-            f"{c['multiplier']:.2g}x AGD's compute, tuning grid included{spread(c)}"
+            f"{c['multiplier']:.2g}x AGD's compute{grid}{spread(c)}"
         )
     edge = edge_text(row.get("at_edge", {}), row["groups"])
-    runs = row["grid_runs"]
     grid = f"best of {runs} runs, chosen on {row['selected_by']}" if runs > 1 else "one run"
     if row.get("language"):
         gap = ""

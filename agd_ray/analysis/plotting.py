@@ -129,10 +129,38 @@ def numeric_tick_labels(axis) -> list[str]:
     return out
 
 
-def tick_problems(fig) -> list[str]:
-    """Axes of ``fig`` with fewer than two numeric tick labels (empty axes skipped)."""
-    fig.canvas.draw()
+def figure_legend(fig, handles, labels, ncols: int, fontsize: float = 8) -> None:
+    """One legend for the whole figure, under its panels, in as many columns (at most
+    ``ncols``) as the figure's width holds: a one-panel figure gets fewer."""
+    renderer = fig.canvas.get_renderer()
+    for n in range(max(min(ncols, len(labels)), 1), 0, -1):
+        legend = fig.legend(
+            handles, labels, loc="lower center", ncols=n, fontsize=fontsize, frameon=False
+        )
+        if n == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
+
+
+def clipped_legends(fig) -> list[str]:
+    """Legends of ``fig`` (its own, its axes') that run past the figure's edges."""
+    edge = fig.bbox
     problems = []
+    for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent()
+        if box.x0 < edge.x0 - 1 or box.x1 > edge.x1 + 1 or box.y0 < edge.y0 - 1:
+            first = legend.get_texts()[0].get_text() if legend.get_texts() else ""
+            problems.append(f"legend ({first!r}, ...) runs past the figure's edge")
+    return problems
+
+
+def tick_problems(fig) -> list[str]:
+    """Axes of ``fig`` with fewer than two numeric tick labels (empty axes skipped),
+    and legends cut by the figure's edge."""
+    fig.canvas.draw()
+    problems = clipped_legends(fig)
     for ax in fig.axes:
         if not ax.get_visible() or not ax.has_data() or ax.get_label() == "<colorbar>":
             continue

@@ -92,7 +92,8 @@ class Report:
         self.fits: dict = {}
 
     def save(self, fig, name: str, caption: str) -> None:
-        """Save a figure, after asking matplotlib whether every axis has numbers."""
+        """Save a figure, after asking matplotlib whether every axis has numbers and
+        every legend is whole."""
         fig.tight_layout()
         if fig.legends:  # a figure's own legend sits under its panels: room for it there
             fig.canvas.draw()
@@ -100,7 +101,7 @@ class Report:
             fig.tight_layout(rect=(0, min(height / fig.bbox.height + 0.01, 0.5), 1, 1))
         problems = tick_problems(fig)
         if problems:
-            log.warning("%s: axes without numeric tick labels: %s", name, problems)
+            log.warning("%s: unlabelled axes or cut legends: %s", name, problems)
             self.tick_problems += [f"{name}: {p}" for p in problems]
         fig.savefig(self.out / name, dpi=110)
         plt.close(fig)

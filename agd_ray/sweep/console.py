@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agd_ray.ray_setup import say
-from agd_ray.trial import TrialOutcome, TrialSpec
+from agd_ray.trial import TrialOutcome, TrialSpec, value_text
 
 
 def _duration(seconds: float) -> str:
@@ -226,7 +226,7 @@ def cost_kind(spec: TrialSpec) -> tuple[str, str]:
 
 def format_trial(spec: TrialSpec, outcome: TrialOutcome | None) -> str:
     swept = " ".join(
-        f"{k.split('.')[-1]}={v}"
+        f"{k.split('.')[-1]}={value_text(v)}"
         for k, v in spec.columns.items()
         if v is not None and k not in ("data.name", "model.arch")
     )
