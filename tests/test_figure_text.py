@@ -9,7 +9,15 @@ import pytest
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
 from agd_ray.analysis.headline import chosen, headline_text
-from agd_ray.analysis.plotting import colour, figure_legend, log_ticks, plt, tick_problems
+from agd_ray.analysis.plotting import (
+    colour,
+    figure_legend,
+    log_ticks,
+    panels,
+    plt,
+    tick_problems,
+    wrap_title,
+)
 from agd_ray.analysis.report import Report
 from tests.test_report import synthetic_sweep
 
@@ -199,3 +207,16 @@ def test_the_eta_figure_draws_agds_variants_beside_it(tmp_path):
     (ax,) = seen["axes"]
     assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--", "--"]
     assert "agd, agd_spectral: a line style each" in report.figures[-1][1]
+
+
+def test_panels_wrap_after_two_columns_and_a_long_title_is_reported():
+    fig, axes = panels(4, 3, 2)
+    assert len(axes) == 4 and fig.get_size_inches().tolist() == [6, 4]
+    assert [ax.get_subplotspec().rowspan.start for ax in axes] == [0, 0, 1, 1]
+    axes[0].plot([1, 2], [1, 2])
+    axes[0].set_title("a title far too long for a panel three inches wide " * 2)
+    assert any(p.startswith("title") for p in tick_problems(fig))
+    axes[0].set_title(wrap_title(axes[0].get_title(), 2.8, 12))
+    fig.tight_layout()
+    assert not any(p.startswith("title") for p in tick_problems(fig))
+    plt.close(fig)

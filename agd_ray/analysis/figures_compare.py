@@ -17,9 +17,11 @@ from agd_ray.analysis.plotting import (
     label_points,
     legend_below,
     log_ticks,
+    panels,
     plt,
     schedule_short,
     ticks_at,
+    wrap_title,
 )
 
 SHORT = {"depth": "d", "width": "w", "batch_size": "b"}  # a point's name: d4 w256 b64
@@ -186,17 +188,13 @@ def lr_transfer(r) -> None:
         metric = selection_metric(runs)
         keys = held_fixed(runs, ("model.width",))
         settings = list(by_setting(runs, keys))
-        cols = min(3, len(settings))
-        rows_n = -(-len(settings) // cols)
-        fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.8 * rows_n), squeeze=False)
-        for ax in axes.flat[len(settings) :]:
-            ax.set_visible(False)
+        fig, axes = panels(len(settings), 4.6, 3.8, cols=3)
         agd = r.best[r.best["optimizer.name"] == AGD]
         lrs = sorted(runs["optimizer.lr"].unique())
         agd_x = lrs[-1] * 3
         # one colour per width in every panel, even where a panel lacks a width
         all_widths = sorted(runs["model.width"].unique()) if "model.width" in runs else [None]
-        for ax, (name, fixed, part), entry in zip(axes.flat, settings, entries, strict=False):
+        for ax, (name, fixed, part), entry in zip(axes, settings, entries, strict=False):
             widths = sorted(part["model.width"].unique()) if "model.width" in part else [None]
             for w in widths:
                 i = all_widths.index(w)
@@ -226,11 +224,12 @@ def lr_transfer(r) -> None:
                         capsize=2,
                     )
             shift = entry.get("log2_lr_shift_per_width_doubling") if entry else None
-            note = f", best lr x{2**shift:.2g} per width doubling" if shift is not None else ""
+            note = f"\nbest lr x{2**shift:.2g} per width doubling" if shift is not None else ""
             edge = entry.get("best_at_grid_edge") if entry else None
             if note and edge:  # censored by the grid: the shift is a bound
-                note += f"\n(a bound: best at the grid's edge at width {', '.join(edge)})"
-            ax.set_title(f"{baseline}: {name or 'all settings'}{note}", fontsize=9)
+                note += f" (a bound: best at the grid's edge at width {', '.join(edge)})"
+            title = f"{baseline}: {name or 'all settings'}{note}"
+            ax.set_title(wrap_title(title, 4.4, 9), fontsize=9)
             ax.set_xscale("log")
             ticks_at(ax.xaxis, [*lrs, agd_x])
             ax.set_xticks([*lrs, agd_x], [f"{v:g}" for v in lrs] + ["AGD"])
@@ -264,8 +263,8 @@ def eta(r) -> None:
     optimizers = sorted(set(trials["optimizer.name"]), key=lambda o: (o != AGD, o))
     arch = [k for k in ("model.depth", "model.width") if k in trials and trials[k].nunique() > 1]
     settings = list(by_setting(trials, held_fixed(trials, tuple(arch))))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 4), squeeze=False)
-    for ax, (name, _, part) in zip(axes[0], settings, strict=True):
+    fig, axes = panels(len(settings), 5.2, 4)
+    for ax, (name, _, part) in zip(axes, settings, strict=True):
         for style, optimizer in zip(("-", "--", ":", "-."), optimizers, strict=False):
             mine = part[part["optimizer.name"] == optimizer]
             for i, (series, _, rows) in enumerate(by_setting(mine, arch)):

@@ -20,6 +20,7 @@ from agd_ray.analysis.plotting import (
     errorbar,
     legend_below,
     log_ticks,
+    panels,
     plt,
     schedule_name,
     ticks_at,
@@ -84,12 +85,10 @@ def scaling(r, axis: str) -> None:
     keys = held_fixed(best, drop)
     n_series = best.groupby(keys).ngroups + 1 if keys else 1
     height = 4.2 + 0.13 * n_series
-    fig, axes = plt.subplots(
-        1, len(optimizers), figsize=(6 * len(optimizers), height), squeeze=False
-    )
+    fig, axes = panels(len(optimizers), 6, height)
     fits: dict[str, list] = {}
     names = ", ".join(k.rsplit(".", 1)[-1] for k in keys)
-    for ax, optimizer in zip(axes[0], optimizers, strict=True):
+    for ax, optimizer in zip(axes, optimizers, strict=True):
         rows = best[best["optimizer.name"] == optimizer]
         series = list(by_setting(rows, keys))
         if keys:  # the frontier: at each x and seed, the setting chosen on validation
@@ -137,7 +136,7 @@ def heatmaps(r) -> None:
     ):
         return
     settings = list(by_setting(agd, held_fixed(agd, ("model.depth", "model.width"))))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.4 * len(settings), 4), squeeze=False)
+    fig, axes = panels(len(settings), 5.4, 4)
     # accuracy, or (language models) test bits per token, lower is better; one colour
     # scale over the study's values, so that panels compare and differences show
     metric, what = ("test_bits", "test bits per token") if r.language else ("test_acc", "")
@@ -150,7 +149,7 @@ def heatmaps(r) -> None:
     lo, hi = (cells.min(), cells.max()) if len(cells) else (0.0, 1.0)
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5e-2, hi + 0.5e-2
-    for ax, (name, grid) in zip(axes[0], grids, strict=True):
+    for ax, (name, grid) in zip(axes, grids, strict=True):
         image = ax.imshow(
             grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 
 import matplotlib
 
@@ -142,10 +143,34 @@ def figure_legend(fig, handles, labels, ncols: int, fontsize: float = 8) -> None
         legend.remove()
 
 
+def panels(n: int, width: float, height: float, cols: int = 2):
+    """A figure of ``n`` panels of ``width`` x ``height`` inches, at most ``cols`` to a
+    row (a page scales a wide row down to its width, and every label with it).
+    Returns (figure, the n axes in reading order); spare cells are hidden."""
+    cols = max(min(n, cols), 1)
+    rows = -(-n // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in grid.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(grid.flat[:n])
+
+
+def wrap_title(text: str, inches: float, fontsize: float) -> str:
+    """``text`` with each line wrapped to what ``inches`` of ``fontsize`` type holds."""
+    chars = max(int(inches * 72 / (0.55 * fontsize)), 20)
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
+
+
 def clipped_legends(fig) -> list[str]:
-    """Legends of ``fig`` (its own, its axes') that run past the figure's edges."""
+    """Legends and titles of ``fig`` (its own, its axes') that run past its edges."""
     edge = fig.bbox
     problems = []
+    for ax in fig.axes:
+        title = ax.title
+        if ax.get_visible() and title.get_text():
+            box = title.get_window_extent()
+            if box.x0 < edge.x0 - 1 or box.x1 > edge.x1 + 1 or box.y1 > edge.y1 + 1:
+                problems.append(f"title {title.get_text()[:40]!r}... runs past the figure's edge")
     for legend in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]:
         if legend is None or not legend.get_visible():
             continue
