@@ -16,8 +16,13 @@ ARCH_COLUMNS = ("data.name", "model.arch", "model.depth", "model.width", "train.
 
 def value_text(value: Any) -> str:
     """A swept value as the config and the trials' groups write it: booleans as
-    ``true``/``false`` (YAML's, JSON's), everything else as it prints."""
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+    ``true``/``false`` and sequences as ``[0.9, 0.95]`` (YAML's, JSON's), everything
+    else as it prints."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
+    return str(value)
 
 
 @dataclass(frozen=True)

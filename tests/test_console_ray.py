@@ -11,7 +11,9 @@ from test_cli import agd_ray
 from wandb_records import read_run
 
 from agd_ray.config import load_config
+from agd_ray.data import DataSpec
 from agd_ray.sweep.console import SweepProgress, format_trial
+from agd_ray.sweep.cost import epoch_work
 from agd_ray.sweep.grid import expand
 from agd_ray.trial import TrialOutcome
 
@@ -284,6 +286,33 @@ def test_an_unmeasured_kind_is_costed_from_how_optimizers_compare_elsewhere():
     assert p.epoch_s(adam1024.trial_id) == pytest.approx(20.0)
 
 
+def test_an_unseen_architecture_is_costed_by_its_size():
+    """The quickstart's order: the four depth-2 kinds run first. A depth-8 width-256
+    epoch is priced by its steps and compute from what they cost (here exactly a
+    per-step plus a per-FLOP cost), not at their mean."""
+    cfg = load_config("experiments/quickstart.yaml", [])
+    specs = expand(cfg)
+    work = epoch_work(specs, {s.trial_id: DataSpec("mnist1d", (40,), 10) for s in specs})
+    p = SweepProgress([], specs, lambda line: None, every_s=1, work=work)
+
+    def cost(s):
+        steps, flops = work[s.trial_id]
+        return 2e-3 * steps + 4e-10 * flops
+
+    agd = [s for s in specs if s.optimizer == "agd"]
+    for s in agd[:4]:  # depth 2: widths 64, 256 x batch 64, 256
+        p.result(s.trial_id, {"epoch": 0, "wall_s": cost(s)})
+    deep = next(s for s in agd if "depth=8;model.width=256;train.batch_size=64" in s.group)
+    assert p.epoch_s(deep.trial_id) == pytest.approx(cost(deep), rel=1e-6)
+    assert cost(deep) > 3 * max(cost(s) for s in agd[:4])  # the mean would be far off
+    adam = next(s for s in specs if s.optimizer == "adam" and s.group == deep.group)
+    assert p.epoch_s(adam.trial_id) == pytest.approx(cost(deep), rel=1e-6)  # AGD's: all known
+    one = SweepProgress([], specs, lambda line: None, every_s=1, work=work)
+    one.result(agd[0].trial_id, {"epoch": 0, "wall_s": 1.0})  # one size: scaled by compute
+    ratio = work[deep.trial_id][1] / work[agd[0].trial_id][1]
+    assert one.epoch_s(deep.trial_id) == pytest.approx(ratio)
+
+
 def test_progress_counts_trials_done_before_a_resume_and_caps_the_names():
     printed, clock = [], Clock()
     s = specs(n_adam=6)
@@ -348,3 +377,17 @@ def test_a_failed_trial_line_says_why():
         spec, TrialOutcome(spec.trial_id, "failed", error="RuntimeError: boom\nmore")
     )
     assert line.endswith("  failed  RuntimeError: boom")
+
+
+def test_trial_lines_write_values_as_the_config_does():
+    cfg = load_config(
+        None,
+        [
+            "name=p",
+            "sweep.grid={model.bias: [false, true]}",
+            "sweep.baselines=[{name: adamw, lr: [0.001], betas: [0.9, 0.95]}]",
+        ],
+    )
+    lines = [format_trial(s, None) for s in expand(cfg)]
+    assert "bias=false" in lines[0] and "bias=true" in lines[-1]
+    assert any("betas=[0.9, 0.95]" in line for line in lines), lines

@@ -9,15 +9,8 @@ import pytest
 
 from agd_ray.analysis import compare, figures_compare, figures_scaling
 from agd_ray.analysis.headline import chosen, headline_text
-from agd_ray.analysis.plotting import (
-    colour,
-    figure_legend,
-    log_ticks,
-    panels,
-    plt,
-    tick_problems,
-    wrap_title,
-)
+from agd_ray.analysis.layout import figure_legend, panels, tick_problems, wrap_title
+from agd_ray.analysis.plotting import colour, log_ticks, plt
 from agd_ray.analysis.report import Report
 from tests.test_report import synthetic_sweep
 

@@ -224,7 +224,8 @@ def test_heatmap_has_a_colour_scale_over_the_studys_values(language):
 
     import pandas as pd
 
-    from agd_ray.analysis.plotting import plt, tick_problems
+    from agd_ray.analysis.layout import tick_problems
+    from agd_ray.analysis.plotting import plt
 
     rows = [
         {

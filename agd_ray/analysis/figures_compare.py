@@ -11,17 +11,15 @@ from matplotlib.ticker import MaxNLocator
 from agd_ray.analysis.compare import AGD, arch_keys, arch_of, frontier, selection_metric
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.headline import chosen
+from agd_ray.analysis.layout import figure_legend, panels, wrap_title
 from agd_ray.analysis.plotting import (
     colour,
-    figure_legend,
     label_points,
     legend_below,
     log_ticks,
-    panels,
     plt,
     schedule_short,
     ticks_at,
-    wrap_title,
 )
 
 SHORT = {"depth": "d", "width": "w", "batch_size": "b"}  # a point's name: d4 w256 b64

@@ -15,12 +15,12 @@ from matplotlib.ticker import PercentFormatter
 from agd_ray.analysis.compare import AGD, selection_metric, swept_keys
 from agd_ray.analysis.fits import critical_batch, fit_power_law
 from agd_ray.analysis.headline import chosen
+from agd_ray.analysis.layout import panels
 from agd_ray.analysis.plotting import (
     colour,
     errorbar,
     legend_below,
     log_ticks,
-    panels,
     plt,
     schedule_name,
     ticks_at,

@@ -10,14 +10,8 @@ from matplotlib.ticker import FuncFormatter
 from agd_ray.analysis.compare import AGD, selection_metric
 from agd_ray.analysis.figures_scaling import by_setting, held_fixed
 from agd_ray.analysis.headline import chosen
-from agd_ray.analysis.plotting import (
-    colour,
-    compact,
-    figure_legend,
-    log_ticks,
-    plt,
-    schedule_name,
-)
+from agd_ray.analysis.layout import figure_legend
+from agd_ray.analysis.plotting import colour, compact, log_ticks, plt, schedule_name
 
 KEY = "train.batch_schedule"
 LINES = ("-", "--", ":", "-.")  # AGD, then each baseline

@@ -27,7 +27,8 @@ from agd_ray.analysis import compare, figures_compare, figures_scaling, figures_
 from agd_ray.analysis.grid_edge import grid_edges
 from agd_ray.analysis.headline import headline_text
 from agd_ray.analysis.html import render
-from agd_ray.analysis.plotting import plt, tick_problems
+from agd_ray.analysis.layout import tick_problems
+from agd_ray.analysis.plotting import plt
 from agd_ray.config import ConfigError
 from agd_ray.results import write_atomic
 

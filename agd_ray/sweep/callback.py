@@ -21,14 +21,20 @@ from agd_ray.trial import TrialSpec
 
 
 def sweep_callback(
-    specs: list[TrialSpec], paths: RunPaths, echo: Callable, provenance: dict[str, Any]
+    specs: list[TrialSpec],
+    paths: RunPaths,
+    echo: Callable,
+    provenance: dict[str, Any],
+    work: dict[str, tuple[float, float]] | None = None,
 ):
     """The callback for ``tune.RunConfig(callbacks=[...])`` of a sweep of ``specs``;
-    the result files it rewrites carry ``provenance``."""
+    the result files it rewrites carry ``provenance``; ``work``: each trial's epoch
+    (steps, FLOPs) for the progress line's ETA (``sweep.cost``)."""
     from ray import tune
 
     def progress() -> SweepProgress:
-        return SweepProgress(specs, unfinished(specs, OutcomeStore(paths.outcomes).all()), echo)
+        todo = unfinished(specs, OutcomeStore(paths.outcomes).all())
+        return SweepProgress(specs, todo, echo, work=work)
 
     class SweepCallback(tune.Callback):
         """On the driver: rewrite the Parquet files and print a line per finished

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agd_ray.ray_setup import say
+from agd_ray.sweep.cost import size_model
 from agd_ray.trial import TrialOutcome, TrialSpec, value_text
 
 
@@ -53,14 +54,18 @@ class SweepProgress:
         live: bool | None = None,
         every_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        work: dict[str, tuple[float, float]] | None = None,
     ):
         self.echo = echo
+        self.work = work or {}  # trial -> (steps, FLOPs) of an epoch (sweep.cost)
+        self._sizes: dict = {}  # optimizer (or None: all) -> size model, while valid
         self.total = len(specs)
         self.ended = len(specs) - len(todo)  # trials done before a --resume
         self.epochs = {s.trial_id: s.config.train.epochs for s in todo}
         self.done_epochs: dict[str, int] = {}  # trial -> epochs, of trials ended in this run
         self.kind = {s.trial_id: cost_kind(s) for s in todo}
         self.seconds: dict[tuple[str, str], float] = {}  # kind -> measured s per epoch
+        self.kind_work: dict[tuple[str, str], tuple[float, float]] = {}  # kind -> its work
         self.first_start: float | None = None  # when the first trial started
         self.peak = 0  # the most trials seen running at once
         self.reported_at: dict[str, float] = {}  # trial -> when its last epoch came
@@ -96,6 +101,9 @@ class SweepProgress:
         """A trial's own seconds per epoch so far: its kind's cost."""
         if trial_id in self.kind and isinstance(wall_s, int | float) and wall_s > 0:
             self.seconds[self.kind[trial_id]] = wall_s / max(epochs, 1)
+            if trial_id in self.work:
+                self.kind_work[self.kind[trial_id]] = self.work[trial_id]
+            self._sizes.clear()
 
     def waiting(self, trial_ids: set[str]) -> None:
         """The trials paused now (successive halving's rungs): not shown as running."""
@@ -129,8 +137,11 @@ class SweepProgress:
     def epoch_s(self, trial_id: str) -> float:
         """What an epoch of this trial weighs: the seconds measured for its kind (same
         optimizer and architecture); else another optimizer's on its architecture,
-        times how the two optimizers' costs compare where both were measured; else
-        the mean over its architecture's kinds, else over every kind (1 before any)."""
+        times how the two optimizers' costs compare where both were measured; else,
+        by its size (steps and compute, ``sweep.cost``), what its optimizer's measured
+        kinds say an epoch of that size costs; else the mean over its architecture's
+        kinds; else what every measured kind says of its size; else the mean over every
+        kind (1 before any)."""
         kind = self.kind.get(trial_id)
         if kind in self.seconds:
             return self.seconds[kind]
@@ -145,8 +156,31 @@ class SweepProgress:
             ]
             if ratios:
                 scaled.append(seconds * sum(ratios) / len(ratios))
-        known = scaled or list(here.values()) or list(self.seconds.values())
+        if scaled:
+            return sum(scaled) / len(scaled)
+        work = self.work.get(trial_id)
+        mine = self._size_model(optimizer) if work else None
+        if mine is not None:
+            return mine(*work)
+        if here:
+            return sum(here.values()) / len(here)
+        anyone = self._size_model(None) if work else None
+        if anyone is not None:
+            return anyone(*work)
+        known = list(self.seconds.values())
         return sum(known) / len(known) if known else 1.0
+
+    def _size_model(self, optimizer: str | None):
+        """``sweep.cost.size_model`` over the measured kinds of ``optimizer`` (None:
+        of every optimizer) whose work is known; None when there are none."""
+        if optimizer not in self._sizes:
+            points = [
+                (*work, self.seconds[kind])
+                for kind, work in self.kind_work.items()
+                if optimizer is None or kind[0] == optimizer
+            ]
+            self._sizes[optimizer] = size_model(points) if points else None
+        return self._sizes[optimizer]
 
     def eta_s(self, now: float) -> float | None:
         """The seconds left: each unfinished trial's epochs left at ``epoch_s`` each,

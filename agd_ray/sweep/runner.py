@@ -33,6 +33,7 @@ from agd_ray.ray_setup import ensure_ray, say, tune_verbosity
 from agd_ray.results import save_results, trial_row
 from agd_ray.storage import CONFIG_FILE, RunPaths, Storage, provenance, run_paths
 from agd_ray.sweep.callback import sweep_callback
+from agd_ray.sweep.cost import epoch_work
 from agd_ray.sweep.grid import expand
 from agd_ray.sweep.repair import restore_lost_checkpoints
 from agd_ray.sweep.scheduler import GroupedSHA, make_scheduler
@@ -40,6 +41,7 @@ from agd_ray.sweep.store import OutcomeStore, unfinished
 from agd_ray.sweep.summary import Entry, summarise
 from agd_ray.sweep.trainable import make_trainable, param_space, trial_name
 from agd_ray.timeline import mark
+from agd_ray.train.resources import default_concurrency
 from agd_ray.train.wandb_logger import driver_service
 from agd_ray.trial import TrialOutcome, TrialSpec
 
@@ -92,37 +94,6 @@ class SweepResult:
         return counts["failed"] + counts["unfinished"] == 0
 
 
-def default_concurrency(specs: list[TrialSpec]) -> int:
-    """Trials that fit on the cluster at once, by their CPU (and GPU) needs: a GPU
-    holds as many trials' workers as whole fractions ``gpus_per_worker`` fit in it;
-    a trial streaming through Ray Data also counts the CPU of its pipeline's tasks;
-    ``driver_resources`` count too."""
-    import math
-
-    import ray
-
-    from agd_ray.data import streams
-    from agd_ray.data.imagenet import DECODE_CPUS
-    from agd_ray.train.resources import gpu_slots
-
-    total = ray.cluster_resources()
-
-    def fits(name: str, need: float) -> int:  # x // need, safe from 1 // 0.1 == 9.0
-        return math.floor(total.get(name, 0) / need + 1e-9)
-
-    limits = []
-    for s in specs:
-        sc, streaming = s.config.scaling, streams(s.config.data)
-        cpus = sc.num_workers * sc.worker_cpus(streaming) + (DECODE_CPUS if streaming else 0)
-        limit = fits("CPU", cpus)
-        if sc.use_gpu:
-            limit = min(limit, gpu_slots(sc.gpus_per_worker, total.get("GPU", 0)) // sc.num_workers)
-        for name, amount in (sc.driver_resources or {}).items():
-            limit = min(limit, fits(name, amount))
-        limits.append(limit)
-    return max(1, int(min(limits)))
-
-
 def _grid_key_namer(cfg: ExperimentConfig) -> Callable[[str], str]:
     """Maps a config key to where the user set it: ``sweep.grid.<key>`` if swept."""
     return lambda key: f"sweep.grid.{key}" if key in cfg.sweep.grid else key
@@ -140,29 +111,35 @@ def run_sweep(
     The sweep's home is held by this driver alone while it runs (``HomeLock``)."""
     specs = expand(cfg)  # validates every trial's config before anything starts
     grid_key = _grid_key_namer(cfg)
-    fingerprints = {}
-    for data, model in _datasets(specs):  # each dataset once
+    fingerprints, prepared = {}, {}
+    for key, (data, model) in _datasets(specs).items():  # each dataset once
         try:
-            spec = prepare_data(data, model=model)
+            prepared[key] = spec = prepare_data(data, model=model)
         except ConfigError as err:  # e.g. a swept data.root that does not exist
             raise ConfigError(grid_key(err.key), err.problem) from None
         if spec.fingerprint:
             fingerprints[spec.name] = spec.fingerprint
+    work = epoch_work(specs, {s.trial_id: prepared[_data_key(s)] for s in specs})
     paths = run_paths(cfg, out)
     mark("driver: trials expanded, data prepared")
     with HomeLock(paths.home):
-        return _run(cfg, specs, paths, resume, echo, verbose, fingerprints)
+        return _run(cfg, specs, paths, resume, echo, verbose, fingerprints, work)
 
 
-def _datasets(specs: list[TrialSpec]) -> list[tuple]:
-    """Each distinct (data, model) pair that prepares a dataset differently: text is
-    cut to the model's context and checked against its vocabulary."""
+def _data_key(spec: TrialSpec) -> tuple:
+    """What prepares a trial's dataset: text is cut to the model's context and
+    checked against its vocabulary."""
+    data, model = spec.config.data, spec.config.model
+    return (data, model.context, model.vocab) if data.is_text else (data,)
+
+
+def _datasets(specs: list[TrialSpec]) -> dict[tuple, tuple]:
+    """Each distinct (data, model) pair that prepares a dataset differently, by its
+    ``_data_key``."""
     pairs = {}
     for s in specs:
-        data, model = s.config.data, s.config.model
-        key = (data, model.context, model.vocab) if data.is_text else (data,)
-        pairs.setdefault(key, (data, model))
-    return list(pairs.values())
+        pairs.setdefault(_data_key(s), (s.config.data, s.config.model))
+    return pairs
 
 
 def _run(
@@ -173,6 +150,7 @@ def _run(
     echo: Callable,
     verbose: bool,
     fingerprints: dict[str, str],
+    work: dict[str, tuple[float, float]],
 ) -> SweepResult:
     store = OutcomeStore(paths.outcomes)
     stored = store.all()
@@ -224,7 +202,7 @@ def _run(
         pausable=pausable,
         wandb_service=driver_service(cfg),
     )
-    callback = sweep_callback(specs, paths, echo, prov)
+    callback = sweep_callback(specs, paths, echo, prov, work)
     start = time.perf_counter()
     experiment = paths.tune_experiment
     if not verbose:

@@ -184,3 +184,28 @@ def check_resources(
         if cap.fixed:
             raise err
         print(f"warning: {err} (now; waiting in case an autoscaler adds nodes)", file=sys.stderr)
+
+
+def default_concurrency(specs: list) -> int:
+    """How many of a sweep's trials (``TrialSpec``s) fit on the cluster at once, by
+    their CPU (and GPU) needs: a GPU holds as many trials' workers as whole fractions
+    ``gpus_per_worker`` fit in it; a trial streaming through Ray Data also counts the
+    CPU of its pipeline's tasks; ``driver_resources`` count too."""
+    import ray
+
+    total = ray.cluster_resources()
+
+    def fits(name: str, need: float) -> int:  # x // need, safe from 1 // 0.1 == 9.0
+        return math.floor(total.get(name, 0) / need + 1e-9)
+
+    limits = []
+    for s in specs:
+        sc, streaming = s.config.scaling, streams(s.config.data)
+        cpus = sc.num_workers * sc.worker_cpus(streaming) + (DECODE_CPUS if streaming else 0)
+        limit = fits("CPU", cpus)
+        if sc.use_gpu:
+            limit = min(limit, gpu_slots(sc.gpus_per_worker, total.get("GPU", 0)) // sc.num_workers)
+        for name, amount in (sc.driver_resources or {}).items():
+            limit = min(limit, fits(name, amount))
+        limits.append(limit)
+    return max(1, int(min(limits)))
