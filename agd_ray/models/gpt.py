@@ -61,9 +61,12 @@ class TokenEmbedding(nn.Linear):
 
 
 def rotary_tables(context: int, head_width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of RoPE's angles, each (context, head_width / 2)."""
-    freq = 10_000 ** (-torch.arange(0, head_width, 2, dtype=torch.float32) / head_width)
-    angle = torch.outer(torch.arange(context, dtype=torch.float32), freq)
+    """cos and sin of RoPE's angles, each (context, head_width / 2), computed on the
+    CPU (moved with the model): under ``torch.device("meta")``, where the sweep's
+    driver counts parameters, meta kernels would import torch._dynamo (1.8 s)."""
+    steps = torch.arange(0, head_width, 2, dtype=torch.float32, device="cpu")
+    freq = 10_000 ** (-steps / head_width)
+    angle = torch.outer(torch.arange(context, dtype=torch.float32, device="cpu"), freq)
     return angle.cos(), angle.sin()
 
 
