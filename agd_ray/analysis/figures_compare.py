@@ -263,7 +263,8 @@ def eta(r) -> None:
     settings = list(by_setting(trials, held_fixed(trials, tuple(arch))))
     fig, axes = panels(len(settings), 5.2, 4)
     for ax, (name, _, part) in zip(axes, settings, strict=True):
-        for style, optimizer in zip(("-", "--", ":", "-."), optimizers, strict=False):
+        for k, optimizer in enumerate(optimizers):
+            style = ("-", "--", ":", "-.")[k % 4]
             mine = part[part["optimizer.name"] == optimizer]
             for i, (series, _, rows) in enumerate(by_setting(mine, arch)):
                 curve = runs[runs["trial_id"].isin(rows["trial_id"])]

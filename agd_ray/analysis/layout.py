@@ -68,7 +68,7 @@ def wrap_title(text: str, inches: float, fontsize: float) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
-def clipped_legends(fig) -> list[str]:
+def cut_by_edge(fig) -> list[str]:
     """Legends and titles of ``fig`` (its own, its axes') that run past its edges."""
     edge = fig.bbox
     problems = []
@@ -90,9 +90,9 @@ def clipped_legends(fig) -> list[str]:
 
 def tick_problems(fig) -> list[str]:
     """Axes of ``fig`` with fewer than two numeric tick labels (empty axes skipped),
-    and legends cut by the figure's edge."""
+    and legends or titles cut by the figure's edge."""
     fig.canvas.draw()
-    problems = clipped_legends(fig)
+    problems = cut_by_edge(fig)
     for ax in fig.axes:
         if not ax.get_visible() or not ax.has_data() or ax.get_label() == "<colorbar>":
             continue
