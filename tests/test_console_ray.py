@@ -115,7 +115,8 @@ def test_trials_on_the_drivers_node_log_through_its_wandb_service(tmp_path):
     code = f"""
 import os, subprocess, ray
 from agd_ray.config import load_config
-from agd_ray.train.wandb_logger import SharedService, WandbLogger, driver_service, join_service
+from agd_ray.train.wandb_logger import (
+    SharedService, WandbLogger, driver_service, join_service, shutdown_service)
 ray.init(num_cpus=1, include_dashboard=False)
 cfg = load_config(None, ["wandb.mode=offline"])
 shared = driver_service(cfg)
@@ -132,6 +133,18 @@ def trial(i, service):
     return "wandb" in out
 print("own service:", ray.get([trial.remote(0, shared), trial.remote(1, shared)]),
       ray.get(trial.remote(2, elsewhere)))
+@ray.remote(max_calls=1)
+def crash(service):  # a trial that raises with its run open; Tune then retries it
+    join_service(service)
+    try:
+        WandbLogger(cfg, "t3", rank=0, directory={str(tmp_path)!r})
+        raise RuntimeError("lost checkpoint")
+    except RuntimeError:
+        pass
+    finally:
+        shutdown_service(failed=True)
+ray.get(crash.remote(shared))
+print("retried:", ray.get(trial.remote(3, shared)))
 """
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     run = subprocess.run(
@@ -139,10 +152,12 @@ print("own service:", ray.get([trial.remote(0, shared), trial.remote(1, shared)]
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "own service: [False, False] True" in run.stdout, run.stdout
+    assert "retried: False" in run.stdout, run.stdout  # the crashed run freed its id
     runs = [read_run(p) for p in sorted(tmp_path.glob("wandb/offline-run-*/*.wandb"))]
-    assert sorted(r["name"] for r in runs) == ["t0", "t1", "t2"]
-    assert all(r["summary"]["status"] == "completed" for r in runs)
-    assert all(any("epoch/test_acc" in h for h in r["history"]) for r in runs)
+    assert sorted(r["name"] for r in runs) == ["t0", "t1", "t2", "t3", "t3"]
+    finished = [r for r in runs if r["summary"].get("status") == "completed"]
+    assert sorted(r["name"] for r in finished) == ["t0", "t1", "t2", "t3"]
+    assert all(any("epoch/test_acc" in h for h in r["history"]) for r in finished)
 
 
 # --- the progress line (no Ray) ---------------------------------------------------

@@ -132,6 +132,7 @@ def run_trial(
         history, n_params = _history(rows)
         return TrialOutcome(trial_id, status, history, n_params, None, started, time.time())
 
+    failed = False
     try:
         if spec.config.scaling.num_workers == 1:
             join_service(wandb_service)
@@ -150,10 +151,11 @@ def run_trial(
         mark(f"trial {trial_id}: ended by Tune")
         raise SystemExit(0) from None
     except Exception as err:
+        failed = True
         store.put(TrialOutcome(spec.trial_id, "failed", error=f"{type(err).__name__}: {err}"))
         raise  # Tune marks the trial errored; --resume runs it again
     finally:  # a run the loop could not finish: finish it before the actor goes
-        shutdown_service()
+        shutdown_service(failed)
     outcome.started, outcome.finished = started, time.time()
     store.put(outcome)
     mark(f"trial {trial_id}: outcome stored")

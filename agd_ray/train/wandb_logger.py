@@ -86,6 +86,7 @@ class WandbLogger:
                 silent=True, x_disable_stats=True, x_disable_meta=True, x_save_requirements=False
             ),
         )
+        _OPEN.add(self.run)
 
     @property
     def active(self) -> bool:
@@ -110,6 +111,7 @@ class WandbLogger:
         run_dir = Path(self.run.dir).parent  # .../wandb/offline-run-<time>-<id>
         offline = self.run.settings.mode == "offline"
         self.run.finish(exit_code=0 if status != "failed" else 1)
+        _OPEN.discard(self.run)
         self.run = None
         shutdown_service()
         if offline and self.home and run_dir.is_dir():
@@ -155,10 +157,17 @@ def join_service(shared: SharedService | None) -> None:
         os.environ[SERVICE_ENV] = shared.token
 
 
-def shutdown_service() -> None:
-    """Stop this process's W&B service now, if it runs (W&B starts it again for a
-    later run in the same process, e.g. the next trial in a reused Tune actor); a
-    process using the driver's service (``join_service``) only disconnects.
+_OPEN: set = set()
+"""Runs this process started and has not finished: a trial that raised, or that
+Tune stopped, before its loop finished the run."""
+
+
+def shutdown_service(failed: bool = False) -> None:
+    """Finish this process's open runs (exit code 1 if ``failed``), then stop its W&B
+    service now, if it runs (W&B starts it again for a later run in the same process,
+    e.g. the next trial in a reused Tune actor); a process using the driver's service
+    (``join_service``) only disconnects. A run left open there would stay "in use"
+    in the driver's service, and the trial's retry could not take its id again.
 
     W&B stops its service in an ``atexit`` hook, but a Ray worker that exits kills
     its child processes first, the service among them: the hook then fails with a
@@ -167,5 +176,9 @@ def shutdown_service() -> None:
     if "wandb" not in sys.modules:  # never imported here: no service to stop
         return
     import wandb
+
+    for run in list(_OPEN):
+        run.finish(exit_code=1 if failed else 0)
+        _OPEN.discard(run)
 
     wandb.teardown()
