@@ -145,6 +145,16 @@ def crash(service):  # a trial that raises with its run open; Tune then retries 
         shutdown_service(failed=True)
 ray.get(crash.remote(shared))
 print("retried:", ray.get(trial.remote(3, shared)))
+@ray.remote(max_calls=1)
+def killed(service):  # a trial whose process dies with its run open (no finally)
+    join_service(service)
+    WandbLogger(cfg, "t4", rank=0, directory={str(tmp_path)!r})
+    os._exit(1)
+try:
+    ray.get(killed.remote(shared))
+except Exception:
+    pass
+print("after a kill, own service:", ray.get(trial.remote(4, shared)))
 """
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     run = subprocess.run(
@@ -153,10 +163,14 @@ print("retried:", ray.get(trial.remote(3, shared)))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "own service: [False, False] True" in run.stdout, run.stdout
     assert "retried: False" in run.stdout, run.stdout  # the crashed run freed its id
+    # a killed process's run stays open in the driver's service: its retry logs
+    # through a service of its own
+    assert "after a kill, own service: True" in run.stdout, run.stdout
     runs = [read_run(p) for p in sorted(tmp_path.glob("wandb/offline-run-*/*.wandb"))]
-    assert sorted(r["name"] for r in runs) == ["t0", "t1", "t2", "t3", "t3"]
+    runs = [r for r in runs if "name" in r]  # the killed attempt's file may hold no record
+    assert sorted(r["name"] for r in runs)[:5] == ["t0", "t1", "t2", "t3", "t3"]
     finished = [r for r in runs if r["summary"].get("status") == "completed"]
-    assert sorted(r["name"] for r in finished) == ["t0", "t1", "t2", "t3"]
+    assert sorted(r["name"] for r in finished) == ["t0", "t1", "t2", "t3", "t4"]
     assert all(any("epoch/test_acc" in h for h in r["history"]) for r in finished)
 
 

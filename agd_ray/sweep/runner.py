@@ -208,7 +208,10 @@ def _run(
     if not verbose:
         _quiet_tune()
     if resume and tune.Tuner.can_restore(experiment):
-        restore_lost_checkpoints(experiment)  # a kill between Tune's deletion and save
+        # a kill between Tune's deletion of a checkpoint and its next state save
+        if put_back := restore_lost_checkpoints(experiment):
+            names = ", ".join("/".join(p.rstrip("/").split("/")[-2:]) for p in put_back)
+            echo(f"--resume: put back {len(put_back)} checkpoint(s) a kill had lost: {names}")
         tuner = tune.Tuner.restore(
             experiment, trainable, resume_unfinished=True, restart_errored=True
         )

@@ -69,7 +69,7 @@ class WandbLogger:
             os.makedirs(directory, exist_ok=True)
         config = flatten(cfg.model_dump(mode="json", exclude={"sweep", "wandb"}))
         config["provenance"] = provenance(cfg)
-        self.run = wandb.init(
+        init = dict(
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
             group=cfg.name,
@@ -86,6 +86,15 @@ class WandbLogger:
                 silent=True, x_disable_stats=True, x_disable_meta=True, x_save_requirements=False
             ),
         )
+        try:
+            self.run = wandb.init(**init)
+        except Exception:
+            if not os.environ.get(SERVICE_ENV):
+                raise
+            # the driver's service refused it: an earlier attempt of this trial, killed
+            # with its run open, still holds the run's id there. A service of its own.
+            leave_service()
+            self.run = wandb.init(**init)
         _OPEN.add(self.run)
 
     @property
@@ -160,6 +169,15 @@ def join_service(shared: SharedService | None) -> None:
 _OPEN: set = set()
 """Runs this process started and has not finished: a trial that raised, or that
 Tune stopped, before its loop finished the run."""
+
+
+def leave_service() -> None:
+    """Disconnect from the driver's service; this process's next run starts its own
+    (until ``join_service`` again)."""
+    import wandb
+
+    wandb.teardown()
+    os.environ.pop(SERVICE_ENV, None)
 
 
 def shutdown_service(failed: bool = False) -> None:
