@@ -280,7 +280,7 @@ def eta(r) -> None:
         ax.set_ylabel("eta (mean over the epoch's steps)")
         ax.set_title(f"AGD's step size eta ({name or 'all'})", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-        ax.legend(fontsize=6, ncol=2)
+        legend_below(ax, ncols=2)  # under the axes: never over a curve
     also = f" ({', '.join(optimizers)}: a line style each)" if len(optimizers) > 1 else ""
     r.save(
         fig,
