@@ -65,7 +65,6 @@ class SweepProgress:
         self.done_epochs: dict[str, int] = {}  # trial -> epochs, of trials ended in this run
         self.kind = {s.trial_id: cost_kind(s) for s in todo}
         self.seconds: dict[tuple[str, str], float] = {}  # kind -> measured s per epoch
-        self.kind_work: dict[tuple[str, str], tuple[float, float]] = {}  # kind -> its work
         self.first_start: float | None = None  # when the first trial started
         self.peak = 0  # the most trials seen running at once
         self.reported_at: dict[str, float] = {}  # trial -> when its last epoch came
@@ -101,8 +100,6 @@ class SweepProgress:
         """A trial's own seconds per epoch so far: its kind's cost."""
         if trial_id in self.kind and isinstance(wall_s, int | float) and wall_s > 0:
             self.seconds[self.kind[trial_id]] = wall_s / max(epochs, 1)
-            if trial_id in self.work:
-                self.kind_work[self.kind[trial_id]] = self.work[trial_id]
             self._sizes.clear()
 
     def waiting(self, trial_ids: set[str]) -> None:
@@ -174,10 +171,11 @@ class SweepProgress:
         """``sweep.cost.size_model`` over the measured kinds of ``optimizer`` (None:
         of every optimizer) whose work is known; None when there are none."""
         if optimizer not in self._sizes:
+            kinds = {self.kind[t]: w for t, w in self.work.items() if t in self.kind}
             points = [
-                (*work, self.seconds[kind])
-                for kind, work in self.kind_work.items()
-                if optimizer is None or kind[0] == optimizer
+                (*kinds[kind], seconds)
+                for kind, seconds in self.seconds.items()
+                if kind in kinds and (optimizer is None or kind[0] == optimizer)
             ]
             self._sizes[optimizer] = size_model(points) if points else None
         return self._sizes[optimizer]

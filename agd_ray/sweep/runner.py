@@ -119,11 +119,11 @@ def run_sweep(
             raise ConfigError(grid_key(err.key), err.problem) from None
         if spec.fingerprint:
             fingerprints[spec.name] = spec.fingerprint
-    work = epoch_work(specs, {s.trial_id: prepared[_data_key(s)] for s in specs})
     paths = run_paths(cfg, out)
     mark("driver: trials expanded, data prepared")
     with HomeLock(paths.home):
-        return _run(cfg, specs, paths, resume, echo, verbose, fingerprints, work)
+        data_specs = {s.trial_id: prepared[_data_key(s)] for s in specs}
+        return _run(cfg, specs, paths, resume, echo, verbose, fingerprints, data_specs)
 
 
 def _data_key(spec: TrialSpec) -> tuple:
@@ -150,7 +150,7 @@ def _run(
     echo: Callable,
     verbose: bool,
     fingerprints: dict[str, str],
-    work: dict[str, tuple[float, float]],
+    data_specs: dict,
 ) -> SweepResult:
     store = OutcomeStore(paths.outcomes)
     stored = store.all()
@@ -202,7 +202,7 @@ def _run(
         pausable=pausable,
         wandb_service=driver_service(cfg),
     )
-    callback = sweep_callback(specs, paths, echo, prov, work)
+    callback = sweep_callback(specs, paths, echo, prov, epoch_work(todo, data_specs))
     start = time.perf_counter()
     experiment = paths.tune_experiment
     if not verbose:
